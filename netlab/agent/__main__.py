@@ -1,0 +1,3 @@
+from netlab.agent.node import main
+
+main()

@@ -1,0 +1,93 @@
+"""Reconciler: the list-watch-reconcile loop every agent role is built on.
+
+A role names the etcd prefixes it cares about; any change under them (or the periodic
+resync, or a lost watch) marks it dirty and `reconcile()` recomputes desired vs actual
+state from scratch. Level-triggered, so a restarted agent adopts what exists.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from netlab.agent.node import Agent
+
+
+class Reconciler:
+    name = "role"
+    prefixes: tuple[str, ...] = ()
+    resync_seconds = 10.0
+    retry_seconds = 1.0
+
+    def __init__(self, agent: "Agent"):
+        self.agent = agent
+        self.log = logging.getLogger(f"netlab.{self.name}")
+        self._dirty = threading.Event()
+        self._watch_ids: list[int] = []
+        self._watch_broken = True
+        self.thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
+
+    # subclasses ------------------------------------------------------------
+    def setup(self) -> None:
+        """One-time start-up work (runs before the first reconcile, retried on failure)."""
+
+    def reconcile(self) -> None:
+        raise NotImplementedError
+
+    def shutdown(self) -> None:
+        """Called when the agent stops. Kernel state stays (as when a real daemon stops)."""
+
+    # machinery -------------------------------------------------------------
+    def kick(self) -> None:
+        self._dirty.set()
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _on_event(self, response) -> None:
+        if isinstance(response, Exception):
+            self._watch_broken = True
+        self._dirty.set()
+
+    def _ensure_watches(self) -> None:
+        if not self._watch_broken:
+            return
+        for wid in self._watch_ids:
+            self.agent.store.cancel_watch(wid)
+        self._watch_ids = [self.agent.store.add_watch_prefix_callback(p, self._on_event)
+                           for p in self.prefixes]
+        self._watch_broken = False
+
+    def _loop(self) -> None:
+        stop = self.agent.stopping
+        set_up = False
+        while not stop.is_set():
+            try:
+                if not set_up:
+                    self.setup()
+                    set_up = True
+                self._ensure_watches()
+                self._dirty.clear()
+                self.reconcile()
+                self._dirty.wait(self.resync_seconds)
+            except Exception:  # noqa: BLE001 - a role must survive etcd restarts and races
+                self.log.error("%s failed, retrying:\n%s", self.name, traceback.format_exc())
+                self._watch_broken = True
+                stop.wait(self.retry_seconds)
+        try:
+            self.shutdown()
+        except Exception:  # noqa: BLE001
+            self.log.error("shutdown: %s", traceback.format_exc())
+
+
+def wait_until(pred, timeout: float, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(interval)
+    return pred()

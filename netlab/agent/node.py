@@ -1,0 +1,129 @@
+"""The agent process of one node: registers the node, heartbeats, and runs its roles.
+
+Roles by node: flannel on the lab's flannel nodes; kubelet and proxy on workers;
+controllers on the master. The node's Lease object (renewed every HEARTBEAT seconds) is
+what `netlab get nodes` reads as Ready/NotReady.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+
+from netlab import names, store
+from netlab.labfile import Lab, parse_lab
+from netlab.store import Store
+
+HEARTBEAT = 2.0
+log = logging.getLogger("netlab.agent")
+
+
+class Agent:
+    def __init__(self, lab: Lab, node_name: str):
+        self.lab = lab
+        self.node = lab.node(node_name)
+        self.stopping = threading.Event()
+        self.store = Store(lab.etcd_endpoint, timeout=5.0)
+        self.roles = []
+
+    # registration --------------------------------------------------------
+    def node_object(self) -> dict:
+        n = self.node
+        return {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": n.name,
+                "labels": {
+                    "kubernetes.io/hostname": n.name,
+                    "node-role.kubernetes.io/" + ("master" if n.role == "master" else "worker"): "",
+                },
+                "creationTimestamp": store.now_rfc3339(),
+            },
+            "spec": {},
+            "status": {
+                "addresses": [{"type": "InternalIP", "address": n.ip},
+                              {"type": "Hostname", "address": n.name}],
+                "nodeInfo": {"kubeletVersion": "netlab", "operatingSystem": "linux"},
+            },
+        }
+
+    def register(self) -> None:
+        key = store.NODES + self.node.name
+        item = self.store.get(key)
+        if item is None:
+            self.store.create(key, self.node_object())
+
+    def heartbeat(self) -> None:
+        self.store.put(store.NODE_LEASES + self.node.name, {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": self.node.name, "namespace": "kube-node-lease"},
+            "spec": {"holderIdentity": self.node.name, "leaseDurationSeconds": 40,
+                     "renewTime": time.time(), "agentPid": os.getpid()},
+        })
+
+    # roles -----------------------------------------------------------------
+    def build_roles(self) -> list:
+        roles = []
+        # Imported lazily: each role module is optional until its issue lands.
+        role_specs = []
+        if self.node.name in [n.name for n in self.lab.flannel_nodes()]:
+            role_specs.append(("netlab.agent.flannel", "FlannelRole"))
+        if self.node.role == "worker":
+            role_specs.append(("netlab.agent.kubelet", "KubeletRole"))
+            role_specs.append(("netlab.agent.proxy", "ProxyRole"))
+        else:
+            role_specs.append(("netlab.agent.controllers", "ControllersRole"))
+        import importlib
+
+        for mod_name, cls_name in role_specs:
+            try:
+                mod = importlib.import_module(mod_name)
+            except ModuleNotFoundError as e:
+                if e.name == mod_name:
+                    continue
+                raise
+            roles.append(getattr(mod, cls_name)(self))
+        return roles
+
+    def run(self) -> None:
+        signal.signal(signal.SIGTERM, lambda *_: self.stopping.set())
+        signal.signal(signal.SIGINT, lambda *_: self.stopping.set())
+        # etcd may still be starting (or restarting): keep trying until it answers.
+        while not self.stopping.is_set():
+            try:
+                self.register()
+                self.heartbeat()
+                break
+            except Exception as e:  # noqa: BLE001
+                log.warning("waiting for etcd at %s: %s", self.lab.etcd_endpoint, e)
+                self.stopping.wait(0.5)
+        log.info("agent for %s (%s) up, pid %d", self.node.name, self.node.role, os.getpid())
+        self.roles = self.build_roles()
+        for r in self.roles:
+            r.start()
+        while not self.stopping.wait(HEARTBEAT):
+            try:
+                self.heartbeat()
+            except Exception as e:  # noqa: BLE001
+                log.warning("heartbeat failed: %s", e)
+        for r in self.roles:
+            r.thread.join(timeout=5)
+        log.info("agent for %s stopped", self.node.name)
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="netlab-agent")
+    ap.add_argument("--lab", required=True)
+    ap.add_argument("--node", required=True)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    lab = parse_lab(names.lab_copy(args.lab).read_text(), str(names.lab_copy(args.lab)))
+    Agent(lab, args.node).run()

@@ -1,0 +1,236 @@
+"""The `netlab` command line: parses arguments, calls the modules that own the work, prints.
+
+No logic lives here. Domain errors become one line on stderr and their exit code (2 for
+usage and validation errors); everything a command shows goes through netlab.output.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from typing import List, Optional
+
+import typer
+
+from netlab import names, output
+from netlab.errors import NetlabError, NotRoot, UsageError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="A Kubernetes-style cluster network (flannel VXLAN + kube-proxy) built "
+                       "from real Linux namespaces, links, iptables and etcd.")
+
+LabOpt = typer.Option(None, "--lab", envvar="NETLAB_LAB",
+                      help="Lab name (default: the only running lab, else 'seed').")
+OutOpt = typer.Option("table", "-o", "--output", help="table, wide, json or yaml.")
+
+
+def _need_root() -> None:
+    if os.geteuid() != 0:
+        raise NotRoot("netlab needs root to manage namespaces, links and iptables: run it with sudo")
+
+
+def _lab_name(lab: Optional[str]) -> str:
+    if lab:
+        if not names.LAB_NAME_RE.match(lab):
+            raise UsageError(f"--lab: '{lab}' is not a valid lab name")
+        return lab
+    from netlab.lifecycle import running_labs
+
+    running = running_labs()
+    return running[0] if len(running) == 1 else names.DEFAULT_LAB
+
+
+def _fmt(fmt: str) -> str:
+    if fmt not in output.FORMATS:
+        raise UsageError(f"-o: '{fmt}' is not one of {', '.join(output.FORMATS)}")
+    return fmt
+
+
+def _progress(step: str, outcome: str) -> None:
+    output.err.print(f"  [green]✓[/green] {step:<12} {outcome}")
+
+
+# --------------------------------------------------------------------------- lifecycle
+@app.command()
+def up(lab_file: Optional[str] = typer.Option(None, "-f", "--file", help="Lab file (YAML); default: the seed's lab.")):
+    """Create the lab, or repair a running one (idempotent)."""
+    from netlab import labfile, lifecycle
+
+    lab = labfile.load_lab(lab_file)  # validated before anything is touched
+    _need_root()
+    output.err.print(f"Bringing up lab [bold]{lab.name}[/bold]")
+    res = lifecycle.up(lab, report=_progress)
+    lab = res.lab
+    if res.was_up:
+        if res.repaired:
+            output.err.print(f"Lab {lab.name} was up; repaired {len(res.repaired)}: "
+                             + "; ".join(res.repaired))
+        else:
+            output.err.print(f"Lab {lab.name} was up; nothing to repair.")
+    output.table(["NODE", "ROLE", "IP", "NAMESPACE"],
+                 [(n.name, n.role, n.ip, names.node_ns(lab.name, n.name)) for n in lab.nodes])
+    print(f"\netcd: {lab.etcd_endpoint} (from the CLI: {names.etcd_socket_url(lab.name)})")
+    print(f"router / outside host: {lab.node_network.gateway} (`netlab exec external -- ...`)")
+    w = lab.workers[0].name if lab.workers else lab.master.name
+    print("Try: netlab status   |   netlab exec " + w + " -- route -n   |   netlab etcdctl get --prefix /coreos.com")
+
+
+@app.command()
+def down(lab: Optional[str] = LabOpt,
+         lab_file: Optional[str] = typer.Option(None, "-f", "--file", help="Take the lab name from this lab file."),
+         purge: bool = typer.Option(False, "--purge", help="Also delete the lab's etcd data.")):
+    """Remove every namespace, link, process and run file of the lab."""
+    from netlab import labfile, lifecycle
+
+    name = labfile.load_lab(lab_file).name if lab_file else _lab_name(lab)
+    _need_root()
+    res = lifecycle.down(name, purge=purge, report=_progress)
+    if not res.was_up:
+        print(f"lab {name} is not up; nothing to remove" + (" (etcd data purged)" if res.purged else ""))
+    else:
+        print(f"lab {name} removed: {len(set(res.processes))} processes, {len(res.namespaces)} namespaces"
+              + (", etcd data purged" if res.purged else ""))
+
+
+@app.command()
+def status(lab: Optional[str] = LabOpt, fmt: str = OutOpt):
+    """Show the lab's underlay, etcd and nodes (agents, heartbeats)."""
+    from netlab import lifecycle
+
+    _fmt(fmt)
+    _need_root()
+    st = lifecycle.status(_lab_name(lab))
+    if fmt in ("json", "yaml"):
+        output.dump(st, fmt)
+        return
+    s = st["status"]
+    print(f"lab {st['metadata']['name']}: underlay {s['underlay']['namespace']} "
+          f"({'ok' if s['underlay']['exists'] else 'MISSING'}), etcd {s['etcd']['endpoint']} "
+          f"({'healthy' if s['etcd']['healthy'] else 'NOT ANSWERING'}, pid {s['etcd']['pid']})")
+    output.table(["NODE", "ROLE", "IP", "NAMESPACE", "AGENT", "HEARTBEAT", "READY"],
+                 [(n["name"], n["role"], n["ip"], n["namespace"] if n["namespaceExists"] else "MISSING",
+                   f"pid {n['agentPid']}" if n["agentRunning"] else "NOT RUNNING",
+                   "-" if n["heartbeatAgeSeconds"] is None else f"{n['heartbeatAgeSeconds']}s ago",
+                   "Ready" if n["ready"] else "NotReady") for n in s["nodes"]])
+
+
+@app.command("exec", context_settings={"ignore_unknown_options": True})
+def exec_(target: str = typer.Argument(..., help="NODE, node/NAME, pod/NAME or external."),
+          cmd: List[str] = typer.Argument(..., help="The command, after --."),
+          container: Optional[str] = typer.Option(None, "-c", "--container", help="Container of a pod."),
+          lab: Optional[str] = LabOpt):
+    """Run a command inside a node, a pod or the outside host; its exit code is passed through."""
+    from netlab import shell
+
+    _need_root()
+    argv = shell.exec_argv(_lab_name(lab), target, list(cmd), container=container)
+    os.execvpe(argv[0], argv, shell.exec_env(_lab_name(lab)))
+
+
+@app.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+def etcdctl(ctx: typer.Context, lab: Optional[str] = LabOpt):
+    """Run the real etcdctl (API v3) against the lab's etcd."""
+    _need_root()
+    name = _lab_name(lab)
+    exe = shutil.which("etcdctl")
+    if not exe:
+        raise NetlabError("etcdctl not found: apt-get install -y etcd-client")
+    env = {**os.environ, "ETCDCTL_API": "3"}
+    os.execvpe(exe, [exe, "--endpoints", names.etcd_socket_url(name), *ctx.args], env)
+
+
+@app.command()
+def doctor():
+    """Check root, binaries and kernel features; say how to fix what is missing."""
+    from netlab import doctor as doc
+
+    checks = doc.run_checks()
+    for c in checks:
+        mark = "[green]ok[/green]  " if c.ok else "[red]FAIL[/red]"
+        line = f"{mark} {c.name}" + (f"  ({c.detail})" if c.detail and c.ok else "")
+        if not c.ok:
+            line += f": {c.detail}\n       fix: {c.fix}"
+        output.out.print(line)
+    bad = [c for c in checks if not c.ok]
+    print(f"\n{len(checks) - len(bad)} of {len(checks)} checks passed")
+    if bad:
+        raise typer.Exit(1)
+
+
+@app.command("default-lab")
+def default_lab():
+    """Print the default lab file (the seed's cluster) to copy and edit."""
+    from netlab import labfile
+
+    print(labfile.default_lab_text(), end="")
+
+
+# --------------------------------------------------------------------------- get
+class GetArgs:
+    """What every `netlab get KIND` handler receives."""
+
+    def __init__(self, lab: str, name: Optional[str], namespace: str, all_namespaces: bool, fmt: str):
+        self.lab, self.name, self.namespace = lab, name, namespace
+        self.all_namespaces, self.fmt = all_namespaces, fmt
+
+
+# kind alias -> handler(GetArgs); filled by the cli_* modules' register().
+GET_KINDS: dict = {}
+
+
+def register_get(*aliases: str):
+    def deco(fn):
+        for a in aliases:
+            GET_KINDS[a] = fn
+        return fn
+    return deco
+
+
+@app.command()
+def get(kind: str = typer.Argument(..., help="nodes, pods, svc, endpoints, deploy"),
+        name: Optional[str] = typer.Argument(None),
+        namespace: str = typer.Option("default", "-n", "--namespace"),
+        all_namespaces: bool = typer.Option(False, "-A", "--all-namespaces"),
+        fmt: str = OutOpt, lab: Optional[str] = LabOpt):
+    """List objects in kubectl's manner."""
+    _fmt(fmt)
+    handler = GET_KINDS.get(kind.lower())
+    if handler is None:
+        raise UsageError(f"get: unknown kind '{kind}' (known: {', '.join(sorted(GET_KINDS))})")
+    _need_root()
+    handler(GetArgs(_lab_name(lab), name, namespace, all_namespaces, fmt))
+
+
+# Each area of the CLI lives in its own module and adds its commands here.
+for _mod in ("netlab.cli_nodes", "netlab.cli_pods", "netlab.cli_services", "netlab.cli_workloads"):
+    try:
+        import importlib
+
+        importlib.import_module(_mod).register(app)
+    except ModuleNotFoundError as _e:
+        if _e.name != _mod:
+            raise
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except NetlabError as e:
+        output.err.print(f"error: {e}", markup=False)
+        sys.exit(e.exit_code)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        sys.exit(130)
+    except Exception as e:  # click usage errors
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

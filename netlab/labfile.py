@@ -1,0 +1,380 @@
+"""Lab file: the YAML description of a lab, its validation, and the embedded default lab.
+
+Everything is checked here, before any kernel object is touched: an error names the field
+path (`nodes[2].ip: '172.23.100.300' is not an IPv4 address`) and maps to exit code 2.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from netlab import names
+from netlab.errors import UsageError
+
+SUPPORTED_WORKLOAD_KINDS = {("apps/v1", "Deployment"), ("v1", "Service"), ("v1", "Pod")}
+
+
+def _ipv4(v: Any) -> str:
+    try:
+        return str(ipaddress.IPv4Address(str(v)))
+    except ValueError:
+        raise ValueError(f"'{v}' is not an IPv4 address") from None
+
+
+def _net4(v: Any) -> str:
+    try:
+        return str(ipaddress.IPv4Network(str(v), strict=True))
+    except ValueError:
+        raise ValueError(f"'{v}' is not an IPv4 network in CIDR form (like 10.1.0.0/16)") from None
+
+
+def _duration_seconds(v: Any) -> int:
+    if isinstance(v, int) and v > 0:
+        return v
+    m = re.fullmatch(r"(\d+)([smhd])", str(v))
+    if not m or int(m.group(1)) <= 0:
+        raise ValueError(f"'{v}' is not a duration (like 30s, 10m, 24h)")
+    return int(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+class NodeNetwork(_Model):
+    cidr: str
+    gateway: str
+    mtu: int = Field(1450, ge=1280, le=9000)
+
+    _cidr = field_validator("cidr", mode="before")(_net4)
+    _gw = field_validator("gateway", mode="before")(_ipv4)
+
+    @model_validator(mode="after")
+    def _gateway_inside(self):
+        if ipaddress.IPv4Address(self.gateway) not in ipaddress.IPv4Network(self.cidr):
+            raise ValueError(f"gateway {self.gateway} is not inside cidr {self.cidr}")
+        return self
+
+
+class PodRange(_Model):
+    range_start: str | None = Field(None, alias="rangeStart")
+    range_end: str | None = Field(None, alias="rangeEnd")
+
+    @field_validator("range_start", "range_end", mode="before")
+    @classmethod
+    def _ip(cls, v):
+        return None if v is None else _ipv4(v)
+
+
+class Node(_Model):
+    name: str
+    ip: str
+    role: Literal["master", "worker"] = "worker"
+    pod_range: PodRange = Field(default_factory=PodRange, alias="podRange")
+
+    _ip = field_validator("ip", mode="before")(_ipv4)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not names.NODE_NAME_RE.match(v):
+            raise ValueError(f"'{v}' is not a valid node name (lower-case letters, digits, '-', at most 32)")
+        if v.startswith("pod-") or v == "net":
+            raise ValueError(f"'{v}' is reserved (node names may not be 'net' or start with 'pod-')")
+        return v
+
+
+class Etcd(_Model):
+    node: str | None = None  # default: the master
+    client_port: int = Field(2379, alias="clientPort", ge=1, le=65535)
+    peer_port: int = Field(2380, alias="peerPort", ge=1, le=65535)
+
+
+class Backend(_Model):
+    type: Literal["vxlan"] = Field("vxlan", alias="Type")
+    vni: int | None = Field(None, alias="VNI", ge=1, le=16777215)
+    port: int | None = Field(None, alias="Port", ge=1, le=65535)
+
+
+class Flannel(_Model):
+    network: str = Field(alias="Network")
+    subnet_len: int | None = Field(None, alias="SubnetLen", ge=8, le=30)
+    subnet_min: str | None = Field(None, alias="SubnetMin")
+    subnet_max: str | None = Field(None, alias="SubnetMax")
+    backend: Backend = Field(default_factory=Backend, alias="Backend")
+    lease_ttl: int = Field(24 * 3600, alias="leaseTTL")
+    ip_masq: bool = Field(True, alias="ipMasq")
+    nodes: list[str] | None = None  # which nodes run flannel; default: all
+    reservations: dict[str, str] = Field(default_factory=dict)
+
+    _net = field_validator("network", mode="before")(_net4)
+    _ttl = field_validator("lease_ttl", mode="before")(_duration_seconds)
+
+    @field_validator("subnet_min", "subnet_max", mode="before")
+    @classmethod
+    def _ip(cls, v):
+        return None if v is None else _ipv4(v)
+
+    @field_validator("reservations", mode="before")
+    @classmethod
+    def _res(cls, v):
+        if not isinstance(v, dict):
+            raise ValueError("must be a mapping of node name to subnet")
+        out = {}
+        for node, subnet in v.items():
+            try:
+                out[str(node)] = _net4(subnet)
+            except ValueError as e:
+                raise ValueError(f"{node}: {e}") from None
+        return out
+
+    def config_json(self) -> dict:
+        """/coreos.com/network/config as flannel reads it: only the fields the lab sets."""
+        cfg: dict[str, Any] = {"Network": self.network}
+        if self.subnet_len is not None:
+            cfg["SubnetLen"] = self.subnet_len
+        if self.subnet_min:
+            cfg["SubnetMin"] = self.subnet_min
+        if self.subnet_max:
+            cfg["SubnetMax"] = self.subnet_max
+        backend: dict[str, Any] = {"Type": self.backend.type}
+        if self.backend.vni is not None:
+            backend["VNI"] = self.backend.vni
+        if self.backend.port is not None:
+            backend["Port"] = self.backend.port
+        cfg["Backend"] = backend
+        return cfg
+
+
+class Services(_Model):
+    cluster_ip_range: str = Field("192.1.0.0/16", alias="clusterIPRange")
+    node_port_range: str = Field("30000-32767", alias="nodePortRange")
+
+    _cidr = field_validator("cluster_ip_range", mode="before")(_net4)
+
+    @field_validator("node_port_range", mode="before")
+    @classmethod
+    def _ports(cls, v):
+        m = re.fullmatch(r"(\d+)-(\d+)", str(v))
+        if not m or not (1 <= int(m.group(1)) < int(m.group(2)) <= 65535):
+            raise ValueError(f"'{v}' is not a port range like 30000-32767")
+        return str(v)
+
+    @property
+    def node_ports(self) -> tuple[int, int]:
+        lo, hi = self.node_port_range.split("-")
+        return int(lo), int(hi)
+
+
+class Lab(_Model):
+    api_version: Literal["netlab/v1"] = Field("netlab/v1", alias="apiVersion")
+    kind: Literal["Lab"] = "Lab"
+    name: str
+    node_network: NodeNetwork = Field(alias="nodeNetwork")
+    nodes: list[Node] = Field(min_length=1)
+    etcd: Etcd = Field(default_factory=Etcd)
+    flannel: Flannel
+    services: Services = Field(default_factory=Services)
+    # Kubernetes manifests (Deployment apps/v1, Service v1, Pod v1) applied after `up`.
+    workloads: list[dict[str, Any]] = Field(default_factory=list)
+
+    @field_validator("name")
+    @classmethod
+    def _lab_name(cls, v: str) -> str:
+        if not names.LAB_NAME_RE.match(v):
+            raise ValueError(f"'{v}' is not a valid lab name (a lower-case letter, then up to 11 letters or digits; no '-')")
+        return v
+
+    @field_validator("workloads")
+    @classmethod
+    def _workloads(cls, v: list[dict]) -> list[dict]:
+        for i, doc in enumerate(v):
+            if not isinstance(doc, dict):
+                raise ValueError(f"[{i}] is not a mapping")
+            key = (doc.get("apiVersion"), doc.get("kind"))
+            if key not in SUPPORTED_WORKLOAD_KINDS:
+                raise ValueError(f"[{i}]: apiVersion/kind {key[0]}/{key[1]} is not supported "
+                                 "(Deployment apps/v1, Service v1, Pod v1)")
+            if not (doc.get("metadata") or {}).get("name"):
+                raise ValueError(f"[{i}].metadata.name is required")
+        return v
+
+    @model_validator(mode="after")
+    def _cross(self):
+        net = ipaddress.IPv4Network(self.node_network.cidr)
+        seen_names: dict[str, int] = {}
+        seen_ips: dict[str, int] = {}
+        for i, n in enumerate(self.nodes):
+            if n.name in seen_names:
+                raise _PathError(f"nodes[{i}].name", f"'{n.name}' is already used by nodes[{seen_names[n.name]}]")
+            seen_names[n.name] = i
+            ip = ipaddress.IPv4Address(n.ip)
+            if ip not in net or ip in (net.network_address, net.broadcast_address):
+                raise _PathError(f"nodes[{i}].ip", f"{n.ip} is not a host address of nodeNetwork.cidr {net}")
+            if n.ip == self.node_network.gateway:
+                raise _PathError(f"nodes[{i}].ip", f"{n.ip} is the gateway (the router / outside host)")
+            if n.ip in seen_ips:
+                raise _PathError(f"nodes[{i}].ip", f"{n.ip} is already used by nodes[{seen_ips[n.ip]}]")
+            seen_ips[n.ip] = i
+        masters = [n for n in self.nodes if n.role == "master"]
+        if len(masters) != 1:
+            raise _PathError("nodes", f"exactly one node must have role master (found {len(masters)})")
+        if self.etcd.node is not None and self.etcd.node not in seen_names:
+            raise _PathError("etcd.node", f"'{self.etcd.node}' is not a node of this lab")
+        if self.etcd.client_port == self.etcd.peer_port:
+            raise _PathError("etcd.peerPort", "must differ from etcd.clientPort")
+        fnet = ipaddress.IPv4Network(self.flannel.network)
+        snet = ipaddress.IPv4Network(self.services.cluster_ip_range)
+        for path, other in (("flannel.Network", fnet), ("services.clusterIPRange", snet)):
+            if other.overlaps(net):
+                raise _PathError(path, f"{other} overlaps nodeNetwork.cidr {net}")
+        if fnet.overlaps(snet):
+            raise _PathError("services.clusterIPRange", f"{snet} overlaps flannel.Network {fnet}")
+        slen = self.flannel.subnet_len or (24 if fnet.prefixlen < 24 else fnet.prefixlen + 2)
+        if slen <= fnet.prefixlen:
+            raise _PathError("flannel.SubnetLen", f"{slen} must be longer than the network's /{fnet.prefixlen}")
+        for key in ("subnet_min", "subnet_max"):
+            val = getattr(self.flannel, key)
+            if val and ipaddress.IPv4Address(val) not in fnet:
+                alias = "SubnetMin" if key == "subnet_min" else "SubnetMax"
+                raise _PathError(f"flannel.{alias}", f"{val} is not inside flannel.Network {fnet}")
+        for node in self.flannel.nodes or []:
+            if node not in seen_names:
+                raise _PathError("flannel.nodes", f"'{node}' is not a node of this lab")
+        res_seen: dict[str, str] = {}
+        for node, subnet in self.flannel.reservations.items():
+            path = f"flannel.reservations.{node}"
+            if node not in seen_names:
+                raise _PathError(path, f"'{node}' is not a node of this lab")
+            sn = ipaddress.IPv4Network(subnet)
+            if not sn.subnet_of(fnet) or sn.prefixlen != slen:
+                raise _PathError(path, f"{subnet} is not a /{slen} inside flannel.Network {fnet}")
+            if subnet in res_seen:
+                raise _PathError(path, f"{subnet} is already reserved for {res_seen[subnet]}")
+            res_seen[subnet] = node
+        for i, n in enumerate(self.nodes):
+            for key, alias in (("range_start", "rangeStart"), ("range_end", "rangeEnd")):
+                val = getattr(n.pod_range, key)
+                if val is None:
+                    continue
+                if ipaddress.IPv4Address(val) not in fnet:
+                    raise _PathError(f"nodes[{i}].podRange.{alias}", f"{val} is not inside flannel.Network {fnet}")
+                res = self.flannel.reservations.get(n.name)
+                if res and ipaddress.IPv4Address(val) not in ipaddress.IPv4Network(res):
+                    raise _PathError(f"nodes[{i}].podRange.{alias}",
+                                     f"{val} is not inside the node's reserved subnet {res}")
+        return self
+
+    # -- convenience -------------------------------------------------------------
+    @property
+    def master(self) -> Node:
+        return next(n for n in self.nodes if n.role == "master")
+
+    @property
+    def workers(self) -> list[Node]:
+        return [n for n in self.nodes if n.role == "worker"]
+
+    @property
+    def etcd_node(self) -> Node:
+        return self.node(self.etcd.node) if self.etcd.node else self.master
+
+    @property
+    def etcd_endpoint(self) -> str:
+        return f"http://{self.etcd_node.ip}:{self.etcd.client_port}"
+
+    @property
+    def prefixlen(self) -> int:
+        return ipaddress.IPv4Network(self.node_network.cidr).prefixlen
+
+    def node(self, name: str) -> Node:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise UsageError(f"node '{name}' is not part of lab '{self.name}' "
+                         f"(nodes: {', '.join(n.name for n in self.nodes)})")
+
+    def flannel_nodes(self) -> list[Node]:
+        if self.flannel.nodes is None:
+            return list(self.nodes)
+        return [n for n in self.nodes if n.name in self.flannel.nodes]
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(by_alias=True, exclude_none=True), sort_keys=False)
+
+
+class _PathError(ValueError):
+    """Raised from model validators to point at a precise field path."""
+
+    def __init__(self, path: str, msg: str):
+        super().__init__(msg)
+        self.path = path
+        self.msg = msg
+
+
+def _loc_to_path(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _format(err: ValidationError) -> str:
+    e = err.errors(include_url=False)[0]
+    ctx_err = (e.get("ctx") or {}).get("error")
+    if isinstance(ctx_err, _PathError):
+        return f"{ctx_err.path}: {ctx_err.msg}"
+    path = _loc_to_path(tuple(p for p in e["loc"] if p not in ("function-after",)))
+    msg = e["msg"].removeprefix("Value error, ")
+    if e["type"] == "extra_forbidden":
+        msg = "unknown field"
+    elif e["type"] == "missing":
+        msg = "required field is missing"
+    elif e["type"] in ("literal_error",):
+        msg = f"{e.get('input')!r} is not allowed ({msg.removeprefix('Input should be ')})"
+    elif "input" in e and not isinstance(e["input"], (dict, list)):
+        msg = f"{e['input']!r}: {msg}"
+    return f"{path}: {msg}" if path else msg
+
+
+def parse_lab(text: str, source: str = "lab file") -> Lab:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise UsageError(f"{source}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{source}: expected a mapping at the top level")
+    try:
+        return Lab.model_validate(data)
+    except ValidationError as e:
+        raise UsageError(f"{source}: {_format(e)}") from None
+
+
+def default_lab_text() -> str:
+    return resources.files("netlab.data").joinpath("default-lab.yaml").read_text()
+
+
+def load_lab(path: str | Path | None) -> Lab:
+    if path is None:
+        return parse_lab(default_lab_text(), "default lab")
+    if str(path) == "-":
+        import sys
+
+        return parse_lab(sys.stdin.read(), "<stdin>")
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise UsageError(f"-f {path}: {e.strerror}") from None
+    return parse_lab(text, str(path))

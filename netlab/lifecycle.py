@@ -1,0 +1,405 @@
+"""Lab lifecycle: `up` (create or repair), `down` (remove everything), and the lab lock.
+
+`up` is a pipeline of small idempotent steps (underlay, nodes, etcd, agents); each step
+reports what it did, so a second `up` on a running lab reports the repairs it made. `down`
+works from names alone (namespaces `<lab>-*`, processes marked NETLAB_LAB=<lab>, the run
+and state directories), so it cleans up after a crash with etcd dead and no state file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+from netlab import kernel, names, store
+from netlab.errors import LabBusy, NetlabError
+from netlab.labfile import Lab, Node, parse_lab
+from netlab.store import Store
+
+Report = Callable[[str, str], None]  # (step, outcome) for progress output
+
+LEGACY_TOOLS = {
+    "iptables": "iptables-legacy",
+    "iptables-save": "iptables-legacy-save",
+    "iptables-restore": "iptables-legacy-restore",
+}
+
+
+def _noop(step: str, outcome: str) -> None:
+    pass
+
+
+# --------------------------------------------------------------------------- lock
+@contextlib.contextmanager
+def lab_lock(lab: str, wait: float | None = None) -> Iterator[None]:
+    """Serialise mutating commands on one lab; the kernel drops the lock if we die."""
+    if wait is None:
+        wait = float(os.environ.get("NETLAB_LOCK_WAIT", "10"))
+    path = names.lock_file(lab)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    deadline = time.monotonic() + wait
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise LabBusy(f"lab busy: another netlab command is changing lab '{lab}' "
+                                  f"(lock {path}); try again when it has finished") from None
+                time.sleep(0.1)
+        yield
+    finally:
+        os.close(fd)
+
+
+# --------------------------------------------------------------------------- queries
+def running_labs() -> list[str]:
+    try:
+        return sorted(d.name for d in names.RUN_ROOT.iterdir()
+                      if d.is_dir() and (d / "lab.yaml").exists())
+    except FileNotFoundError:
+        return []
+
+
+def load_running_lab(lab: str) -> Lab:
+    p = names.lab_copy(lab)
+    if not p.exists():
+        from netlab.errors import LabNotUp
+
+        raise LabNotUp(f"lab '{lab}' is not up (no {p}); start it with `netlab up`")
+    return parse_lab(p.read_text(), str(p))
+
+
+def agent_pid(lab: str, node: str) -> int | None:
+    return kernel.read_pid(names.pid_file(lab, f"agent-{node}"))
+
+
+def etcd_pid(lab: str) -> int | None:
+    return kernel.read_pid(names.pid_file(lab, "etcd"))
+
+
+def _pid_in_ns(pid: int | None, ns: str) -> bool:
+    """Alive and inside the current pin of `ns` (not a namespace deleted under it)."""
+    return (kernel.pid_alive(pid) and kernel.netns_inode(ns) is not None
+            and kernel.pid_netns_inode(pid) == kernel.netns_inode(ns))
+
+
+# --------------------------------------------------------------------------- up
+@dataclass
+class UpResult:
+    lab: Lab
+    created: list[str] = field(default_factory=list)
+    repaired: list[str] = field(default_factory=list)
+    was_up: bool = False
+
+
+class Up:
+    """The steps of `netlab up`, in order; each one idempotent."""
+
+    def __init__(self, lab: Lab, report: Report = _noop, agent_cmd: list[str] | None = None):
+        self.lab = lab
+        self.name = lab.name
+        self.report = report
+        self.result = UpResult(lab)
+        self.agent_cmd = agent_cmd or [sys.executable, "-m", "netlab.agent"]
+
+    def _did(self, step: str, what: str) -> None:
+        (self.result.repaired if self.result.was_up else self.result.created).append(f"{step}: {what}")
+        self.report(step, ("repaired: " if self.result.was_up else "") + what)
+
+    def run(self) -> UpResult:
+        with lab_lock(self.name):
+            self.result.was_up = names.lab_copy(self.name).exists()
+            if self.result.was_up:
+                old = load_running_lab(self.name)
+                if old.model_dump() != self.lab.model_dump() and not _same_but_nodes(old, self.lab):
+                    from netlab.errors import UsageError
+
+                    raise UsageError(f"lab '{self.name}' is already up with a different lab file; "
+                                     f"run `netlab down --lab {self.name}` first")
+                self.lab = old  # runtime node additions live in the running copy
+                self.result.lab = old
+            self.dirs()
+            self.underlay()
+            for node in self.lab.nodes:
+                self.node(node)
+            self.etcd()
+            self.flannel_config()
+            for node in self.lab.nodes:
+                self.agent(node)
+            self.wait_agents()
+        return self.result
+
+    def dirs(self) -> None:
+        rd = names.run_dir(self.name)
+        for d in (rd, rd / "pids", rd / "logs", names.bin_dir(self.name), names.state_dir(self.name)):
+            d.mkdir(parents=True, exist_ok=True)
+        os.chmod(rd, 0o700)
+        names.FLANNEL_RUN.mkdir(parents=True, exist_ok=True)
+        for tool, legacy in LEGACY_TOOLS.items():
+            link = names.bin_dir(self.name) / tool
+            target = shutil.which(legacy) or f"/usr/sbin/{legacy}"
+            if not link.is_symlink():
+                link.symlink_to(target)
+        for node in self.lab.nodes:
+            names.node_flannel_dir(self.name, node.name).mkdir(parents=True, exist_ok=True)
+        copy = names.lab_copy(self.name)
+        if not copy.exists():
+            tmp = copy.with_suffix(".tmp")
+            tmp.write_text(self.lab.to_yaml())
+            tmp.replace(copy)
+        self.report("run directory", str(rd))
+
+    def underlay(self) -> None:
+        ns = names.underlay_ns(self.name)
+        nn = self.lab.node_network
+        if kernel.netns_create(ns):
+            self._did("underlay", f"namespace {ns}")
+        with kernel.Netlink(ns) as nl:
+            nl.set_link("lo", state="up")
+            if nl.ensure_bridge(names.UNDERLAY_BRIDGE, mtu=nn.mtu):
+                self._did("underlay", f"bridge {names.UNDERLAY_BRIDGE}")
+            nl.ensure_addr(names.UNDERLAY_BRIDGE, nn.gateway, self.lab.prefixlen)
+        self.report("underlay", f"{ns}: {names.UNDERLAY_BRIDGE} {nn.gateway}/{self.lab.prefixlen}")
+
+    def node(self, node: Node) -> None:
+        ns = names.node_ns(self.name, node.name)
+        under = names.underlay_ns(self.name)
+        nn = self.lab.node_network
+        created = kernel.netns_create(ns)
+        if created:
+            self._did(node.name, f"namespace {ns}")
+        veth = names.underlay_veth(node.name)
+        with kernel.Netlink(ns) as nl:
+            uplink_missing = nl.index(names.NODE_UPLINK) is None
+        if uplink_missing:
+            # The namespace was deleted under running processes: they keep the old one (and
+            # its ens3) alive. Stop them and drop the stale underlay end before rewiring.
+            stale = [agent_pid(self.name, node.name)]
+            if node.name == self.lab.etcd_node.name:
+                stale.append(etcd_pid(self.name))
+            kernel.kill_pids([p for p in stale if p and not _pid_in_ns(p, ns)])
+            with kernel.Netlink(under) as nl:
+                nl.delete_link(veth)
+        with kernel.Netlink(under) as nl:
+            if nl.ensure_veth(veth, names.NODE_UPLINK, peer_netns=ns, mtu=nn.mtu, alias=node.name,
+                              peer_mac=names.node_mac(self.name, node.name)):
+                self._did(node.name, f"link {names.NODE_UPLINK} <-> {under}/{veth}")
+            nl.set_link(veth, master=nl.must_index(names.UNDERLAY_BRIDGE), state="up")
+        with kernel.Netlink(ns) as nl:
+            nl.set_link("lo", state="up")
+            nl.set_link(names.NODE_UPLINK, state="up", mtu=nn.mtu)
+            nl.ensure_addr(names.NODE_UPLINK, node.ip, self.lab.prefixlen)
+            # Without a default route, connect() to a ClusterIP fails before OUTPUT NAT runs.
+            nl.ensure_route("0.0.0.0/0", gateway=nn.gateway)
+        if created:
+            kernel.sysctl_set(ns, {
+                "net.ipv4.ip_forward": "1",
+                "net.bridge.bridge-nf-call-iptables": "1",
+                # conntrack must see bridged pod-to-pod traffic for hairpin service traffic
+                "net.ipv4.conf.all.rp_filter": "0",
+            })
+        self.report(node.name, f"{ns}: {names.NODE_UPLINK} {node.ip}/{self.lab.prefixlen}")
+
+    def etcd(self) -> None:
+        node = self.lab.etcd_node
+        ns = names.node_ns(self.name, node.name)
+        pid = etcd_pid(self.name)
+        st = Store.for_lab(self.name, timeout=2.0)
+        try:
+            if _pid_in_ns(pid, ns) and st.wait_healthy(5):
+                self.report("etcd", f"running (pid {pid})")
+                return
+            if kernel.pid_alive(pid):
+                kernel.kill_pids([pid])
+            sock = names.etcd_socket(self.name)
+            if sock.exists():
+                sock.unlink()
+            data = names.etcd_data_dir(self.name)
+            data.parent.mkdir(parents=True, exist_ok=True)
+            cp, pp = self.lab.etcd.client_port, self.lab.etcd.peer_port
+            argv = [
+                shutil.which("etcd") or "etcd",
+                "--name", node.name,
+                "--data-dir", str(data),
+                "--listen-client-urls", f"http://{node.ip}:{cp},http://127.0.0.1:{cp},unix://etcd.sock:{cp}",
+                "--advertise-client-urls", f"http://{node.ip}:{cp}",
+                "--listen-peer-urls", f"http://127.0.0.1:{pp}",
+                "--initial-advertise-peer-urls", f"http://127.0.0.1:{pp}",
+                "--initial-cluster", f"{node.name}=http://127.0.0.1:{pp}",
+                "--log-level", "warn",
+            ]
+            # etcd resolves the unix:// listen address relative to its working directory.
+            pid = kernel.spawn(argv, lab=self.name, netns=ns, cwd=names.run_dir(self.name),
+                               log=names.log_file(self.name, "etcd"))
+            kernel.write_pid(names.pid_file(self.name, "etcd"), pid)
+            if not st.wait_healthy(20):
+                raise NetlabError(f"etcd did not become healthy; see {names.log_file(self.name, 'etcd')}")
+            self._did("etcd", f"started in {ns} at {self.lab.etcd_endpoint} (pid {pid})")
+        finally:
+            st.close()
+
+    def flannel_config(self) -> None:
+        st = Store.for_lab(self.name)
+        try:
+            import json
+
+            if st.create(store.FLANNEL_CONFIG, json.dumps(self.lab.flannel.config_json(),
+                                                           separators=(",", ":"))):
+                self._did("flannel", f"config written to {store.FLANNEL_CONFIG}")
+        finally:
+            st.close()
+
+    def agent(self, node: Node) -> None:
+        ns = names.node_ns(self.name, node.name)
+        pid = agent_pid(self.name, node.name)
+        if _pid_in_ns(pid, ns):
+            return
+        if kernel.pid_alive(pid):  # alive in a namespace that was deleted: replace it
+            kernel.kill_pids([pid])
+        pid = kernel.spawn(
+            [*self.agent_cmd, "--lab", self.name, "--node", node.name],
+            lab=self.name, netns=ns, log=names.log_file(self.name, f"agent-{node.name}"),
+            bind={names.node_flannel_dir(self.name, node.name): names.FLANNEL_RUN},
+            env={"PYTHONUNBUFFERED": "1"},
+        )
+        kernel.write_pid(names.pid_file(self.name, f"agent-{node.name}"), pid)
+        self._did(node.name, f"agent started (pid {pid})")
+
+    def wait_agents(self, timeout: float = 30.0) -> None:
+        st = Store.for_lab(self.name)
+        try:
+            deadline = time.monotonic() + timeout
+            pending = {n.name for n in self.lab.nodes}
+            while pending and time.monotonic() < deadline:
+                for name in list(pending):
+                    item = st.get(store.NODE_LEASES + name)
+                    pid = agent_pid(self.name, name)
+                    if item and item.value["spec"].get("agentPid") == pid:
+                        pending.discard(name)
+                if pending:
+                    time.sleep(0.1)
+            if pending:
+                raise NetlabError(f"agents of {', '.join(sorted(pending))} did not report; "
+                                  f"see {names.run_dir(self.name) / 'logs'}")
+            self.report("agents", f"{len(self.lab.nodes)} reporting")
+        finally:
+            st.close()
+
+
+def _same_but_nodes(old: Lab, new: Lab) -> bool:
+    """A running lab may have gained nodes at runtime; the rest must match."""
+    o = old.model_dump(exclude={"nodes"})
+    n = new.model_dump(exclude={"nodes"})
+    return o == n and all(any(x == y for y in old.nodes) for x in new.nodes)
+
+
+def up(lab: Lab, report: Report = _noop) -> UpResult:
+    return Up(lab, report).run()
+
+
+# --------------------------------------------------------------------------- down
+@dataclass
+class DownResult:
+    lab: str
+    was_up: bool
+    processes: list[int] = field(default_factory=list)
+    namespaces: list[str] = field(default_factory=list)
+    purged: bool = False
+
+
+def lab_exists(lab: str) -> bool:
+    return bool(names.run_dir(lab).exists() or kernel.netns_list(names.ns_prefix(lab))
+                or kernel.lab_pids(lab))
+
+
+def down(lab: str, purge: bool = False, report: Report = _noop) -> DownResult:
+    res = DownResult(lab, was_up=lab_exists(lab))
+    with lab_lock(lab):
+        # Agents first (so they do not recreate what we remove), then everything else.
+        agents = [p for p in (kernel.read_pid(f) for f in
+                              (names.run_dir(lab) / "pids").glob("agent-*.pid")) if p] \
+            if (names.run_dir(lab) / "pids").exists() else []
+        agents = [p for p in agents if kernel.pid_environ(p).get(names.ENV_MARK) == lab]
+        res.processes += kernel.kill_pids(agents)
+        for _ in range(3):  # processes can fork while we kill: repeat until none is left
+            pids = kernel.lab_pids(lab)
+            if not pids:
+                break
+            res.processes += kernel.kill_pids(pids)
+        if res.processes:
+            report("processes", f"stopped {len(set(res.processes))}")
+        # Pods first, the underlay last: deleting a namespace deletes its links.
+        nss = kernel.netns_list(names.ns_prefix(lab))
+        nss.sort(key=lambda n: (n == names.underlay_ns(lab), not n.startswith(f"{lab}-pod-"), n))
+        for ns in nss:
+            if kernel.netns_delete(ns):
+                res.namespaces.append(ns)
+        if res.namespaces:
+            report("namespaces", f"removed {len(res.namespaces)}")
+        shutil.rmtree(names.run_dir(lab), ignore_errors=True)
+        if purge and names.state_dir(lab).exists():
+            shutil.rmtree(names.state_dir(lab), ignore_errors=True)
+            res.purged = True
+            report("etcd data", f"removed {names.state_dir(lab)}")
+    with contextlib.suppress(OSError):
+        names.lock_file(lab).unlink()
+    _remove_if_empty(names.RUN_ROOT)
+    if purge:
+        _remove_if_empty(names.STATE_ROOT)
+    if not running_labs():
+        _remove_if_empty(names.FLANNEL_RUN)
+    return res
+
+
+def _remove_if_empty(d: Path) -> None:
+    with contextlib.suppress(OSError):
+        d.rmdir()
+
+
+# --------------------------------------------------------------------------- status
+def status(lab_name: str) -> dict:
+    """A Kubernetes-shaped summary of the lab: nodes with namespace, agent and heartbeat."""
+    lab = load_running_lab(lab_name)
+    st = Store.for_lab(lab_name, timeout=2.0)
+    etcd_ok = st.healthy()
+    leases = {}
+    if etcd_ok:
+        leases = {i.key.rsplit("/", 1)[1]: i.value for i in st.list(store.NODE_LEASES)}
+    st.close()
+    now = time.time()
+    nodes = []
+    for n in lab.nodes:
+        ns = names.node_ns(lab_name, n.name)
+        pid = agent_pid(lab_name, n.name)
+        lease = leases.get(n.name)
+        age = now - lease["spec"]["renewTime"] if lease else None
+        nodes.append({
+            "name": n.name, "role": n.role, "ip": n.ip, "namespace": ns,
+            "namespaceExists": kernel.netns_exists(ns),
+            "agentPid": pid, "agentRunning": _pid_in_ns(pid, ns),
+            "heartbeatAgeSeconds": None if age is None else round(age, 1),
+            "ready": age is not None and age < 10 and _pid_in_ns(pid, ns),
+        })
+    epid = etcd_pid(lab_name)
+    return {
+        "apiVersion": "netlab/v1", "kind": "LabStatus",
+        "metadata": {"name": lab_name},
+        "status": {
+            "underlay": {"namespace": names.underlay_ns(lab_name),
+                         "exists": kernel.netns_exists(names.underlay_ns(lab_name)),
+                         "gateway": lab.node_network.gateway},
+            "etcd": {"endpoint": lab.etcd_endpoint, "socket": names.etcd_socket_url(lab_name),
+                     "pid": epid, "healthy": etcd_ok},
+            "nodes": nodes,
+        },
+    }

@@ -1,0 +1,47 @@
+"""`netlab exec`: the argv that runs a command inside a node, a pod or the outside host.
+
+Nodes are entered with `ip netns exec` (own mount namespace, /sys of the node) plus a bind
+of the node's own /run/flannel, so that `cat /run/flannel/subnet.env` and `brctl show`
+answer for that node as they would on the seed's machines.
+"""
+
+from __future__ import annotations
+
+import os
+
+from netlab import kernel, names
+from netlab.errors import NotFound, UsageError
+
+
+def node_argv(lab: str, node: str, cmd: list[str]) -> list[str]:
+    ns = names.node_ns(lab, node)
+    if not kernel.netns_exists(ns):
+        raise NotFound(f"node '{node}' of lab '{lab}' has no namespace {ns} (is the lab up?)")
+    fl = names.node_flannel_dir(lab, node)
+    return ["ip", "netns", "exec", ns, "sh", "-c",
+            f'mount --bind "{fl}" "{names.FLANNEL_RUN}" 2>/dev/null; exec "$@"', "sh", *cmd]
+
+
+def exec_argv(lab: str, target: str, cmd: list[str], container: str | None = None) -> list[str]:
+    if not cmd:
+        raise UsageError("exec: give the command after --, e.g. netlab exec kub-node-1 -- ip addr")
+    kind, _, name = target.partition("/")
+    if not name:
+        kind, name = ("external", "") if target == "external" else ("node", target)
+    if kind in ("node", "nodes", "no"):
+        return node_argv(lab, name, cmd)
+    if kind == "external":
+        ns = names.underlay_ns(lab)
+        if not kernel.netns_exists(ns):
+            raise NotFound(f"lab '{lab}' has no underlay namespace {ns} (is the lab up?)")
+        return ["ip", "netns", "exec", ns, *cmd]
+    if kind in ("pod", "pods", "po"):
+        from netlab import pods
+
+        return pods.exec_argv(lab, name, cmd, container=container)
+    raise UsageError(f"exec: target '{target}' is not NODE, node/NAME, pod/NAME or external")
+
+
+def exec_env(lab: str) -> dict[str, str]:
+    """PATH with iptables -> iptables-legacy first, so the seed's commands work verbatim."""
+    return {**os.environ, "PATH": f"{names.bin_dir(lab)}:{os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}"}

@@ -215,21 +215,10 @@ for _mod in ("netlab.cli_nodes", "netlab.cli_pods", "netlab.cli_services", "netl
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        app()  # standalone: usage errors print and exit 2
     except NetlabError as e:
         output.err.print(f"error: {e}", markup=False)
         sys.exit(e.exit_code)
-    except typer.Exit as e:
-        sys.exit(e.exit_code)
-    except typer.Abort:
-        sys.exit(130)
-    except Exception as e:  # click usage errors
-        import click
-
-        if isinstance(e, click.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        raise
 
 
 if __name__ == "__main__":

@@ -341,7 +341,7 @@ def _format(err: ValidationError) -> str:
         msg = "required field is missing"
     elif e["type"] in ("literal_error",):
         msg = f"{e.get('input')!r} is not allowed ({msg.removeprefix('Input should be ')})"
-    elif "input" in e and not isinstance(e["input"], (dict, list)):
+    elif "input" in e and e["type"] != "value_error" and not isinstance(e["input"], (dict, list)):
         msg = f"{e['input']!r}: {msg}"
     return f"{path}: {msg}" if path else msg
 

@@ -202,6 +202,50 @@ def get(kind: str = typer.Argument(..., help="nodes, pods, svc, endpoints, deplo
     handler(GetArgs(_lab_name(lab), name, namespace, all_namespaces, fmt))
 
 
+class DeleteArgs:
+    """What every `netlab delete KIND NAME` handler receives (`-f` handlers get files too)."""
+
+    def __init__(self, lab: str, name: Optional[str], namespace: str, files: list[str],
+                 ignore_not_found: bool):
+        self.lab, self.name, self.namespace = lab, name, namespace
+        self.files, self.ignore_not_found = files, ignore_not_found
+
+
+# kind alias -> handler(DeleteArgs); "-f" is the manifest handler. Filled like GET_KINDS.
+DELETE_KINDS: dict = {}
+
+
+def register_delete(*aliases: str):
+    def deco(fn):
+        for a in aliases:
+            DELETE_KINDS[a] = fn
+        return fn
+    return deco
+
+
+@app.command()
+def delete(kind: Optional[str] = typer.Argument(None, help="pod, svc, deployment (or use -f)"),
+           name: Optional[str] = typer.Argument(None),
+           files: Optional[List[str]] = typer.Option(None, "-f", "--filename",
+                                                     help="Manifest file ('-' = stdin); repeatable."),
+           namespace: str = typer.Option("default", "-n", "--namespace"),
+           ignore_not_found: bool = typer.Option(False, "--ignore-not-found"),
+           lab: Optional[str] = LabOpt):
+    """Delete objects by KIND NAME, or everything a manifest names (-f)."""
+    if files:
+        if kind or name:
+            raise UsageError("delete: give either KIND NAME or -f FILE, not both")
+        kind = "-f"
+    elif not kind or not name:
+        raise UsageError("delete: KIND and NAME are required (or -f FILE)")
+    handler = DELETE_KINDS.get(kind.lower())
+    if handler is None:
+        raise UsageError(f"delete: unknown kind '{kind}' "
+                         f"(known: {', '.join(sorted(k for k in DELETE_KINDS if k != '-f'))})")
+    _need_root()
+    handler(DeleteArgs(_lab_name(lab), name, namespace, list(files or []), ignore_not_found))
+
+
 # Each area of the CLI lives in its own module and adds its commands here.
 for _mod in ("netlab.cli_nodes", "netlab.cli_pods", "netlab.cli_services", "netlab.cli_workloads"):
     try:

@@ -10,21 +10,41 @@ write path.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
+import select
 import signal
+import socket
+import struct
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Iterable, Sequence
-
-from pyroute2 import IPRoute, netns as _netns
-from pyroute2.netlink.exceptions import NetlinkError
 
 from netlab import names
 from netlab.errors import AlreadyExists, KernelError, NotFound
 
 _NOT_FOUND = (errno.ENOENT, errno.ENODEV, errno.ESRCH, errno.EADDRNOTAVAIL)
+
+
+# pyroute2 takes over half a second to import: loaded on first use, so that CLI commands
+# which never touch netlink (get, logs, ...) start quickly.
+class NetlinkError(Exception):
+    """Stands for pyroute2's NetlinkError until _pyroute2() replaces it."""
+
+
+IPRoute = _netns = None
+
+
+def _pyroute2() -> None:
+    global IPRoute, _netns, NetlinkError
+    if IPRoute is None:
+        from pyroute2 import IPRoute as ipr, netns as ns
+        from pyroute2.netlink.exceptions import NetlinkError as err
+
+        IPRoute, _netns, NetlinkError = ipr, ns, err
 
 
 def _fail(what: str, e: Exception) -> KernelError:
@@ -72,6 +92,7 @@ def netns_create(name: str) -> bool:
     p = netns_path(name)
     if p.exists():  # a half-made pin left by a crash: remove it and start over
         netns_delete(name)
+    _pyroute2()
     try:
         _netns.create(name)
     except Exception as e:  # noqa: BLE001 - pyroute2 raises OSError or its own errors
@@ -81,6 +102,7 @@ def netns_create(name: str) -> bool:
 
 def netns_attach(name: str, pid: int) -> None:
     """Pin the network namespace of `pid` as /run/netns/<name> (what `ip netns attach` does)."""
+    _pyroute2()
     try:
         _netns.attach(name, pid)
     except Exception as e:  # noqa: BLE001
@@ -91,6 +113,7 @@ def netns_delete(name: str) -> bool:
     p = netns_path(name)
     if not p.exists():
         return False
+    _pyroute2()
     try:
         _netns.remove(name)
     except FileNotFoundError:
@@ -133,6 +156,7 @@ class Netlink:
     def __init__(self, netns: str | None = None):
         self.netns = netns
         where = f"namespace {netns}" if netns else "this namespace"
+        _pyroute2()
         try:
             self.ipr = IPRoute(netns=netns) if netns else IPRoute()
         except Exception as e:  # noqa: BLE001
@@ -198,6 +222,12 @@ class Netlink:
         kw = {"state": "up"}
         if mtu:
             kw["mtu"] = mtu
+        if created:
+            # Pin the MAC: a bridge otherwise takes its lowest port's, which changes when that
+            # port goes (a pod deleted), and every neighbour's ARP entry for it goes stale:
+            # replies to the old MAC are dropped until the cache expires (measured: curls to
+            # a ClusterIP time out for ~30 s after a scale-down).
+            kw["address"] = self.link_info(ifname)["mac"]
         self.set_link(ifname, **kw)
         return created
 
@@ -232,6 +262,19 @@ class Netlink:
             kw["address"] = mac
         return self._add(f"vxlan {ifname}", **kw)
 
+    def vxlan_info(self, ifname: str) -> dict | None:
+        """A vxlan link's id, dstport, local address, learning flag and lower device index."""
+        idx = self.index(ifname)
+        if idx is None:
+            return None
+        info = self.ipr.get_links(idx)[0].get_attr("IFLA_LINKINFO")
+        if info is None or info.get_attr("IFLA_INFO_KIND") != "vxlan":
+            return {"kind": info.get_attr("IFLA_INFO_KIND") if info else None}
+        d = info.get_attr("IFLA_INFO_DATA")
+        return {"kind": "vxlan", "vni": d.get_attr("IFLA_VXLAN_ID"),
+                "port": d.get_attr("IFLA_VXLAN_PORT"), "local": d.get_attr("IFLA_VXLAN_LOCAL"),
+                "learning": d.get_attr("IFLA_VXLAN_LEARNING"), "link": d.get_attr("IFLA_VXLAN_LINK")}
+
     def delete_link(self, ifname: str) -> bool:
         idx = self.index(ifname)
         if idx is None:
@@ -251,6 +294,18 @@ class Netlink:
             return []
         return [(m.get_attr("IFA_ADDRESS"), m["prefixlen"])
                 for m in self.ipr.get_addr(index=idx, family=2)]
+
+    def delete_addr(self, ifname: str, address: str, prefixlen: int) -> bool:
+        idx = self.index(ifname)
+        if idx is None:
+            return False
+        try:
+            self.ipr.addr("del", index=idx, address=address, prefixlen=prefixlen)
+            return True
+        except NetlinkError as e:
+            if e.code in _NOT_FOUND:
+                return False
+            raise _fail(f"delete address {address}/{prefixlen} from {ifname}{self._where()}", e) from None
 
     def ensure_addr(self, ifname: str, address: str, prefixlen: int) -> bool:
         try:
@@ -316,10 +371,28 @@ class Netlink:
                 return False
             raise _fail(f"delete neighbour {ip} on {ifname}{self._where()}", e) from None
 
+    def neighbours(self, ifname: str) -> list[tuple[str, str | None, int]]:
+        """IPv4 neighbour entries of a link: (ip, mac, NUD state)."""
+        idx = self.index(ifname)
+        if idx is None:
+            return []
+        return [(m.get_attr("NDA_DST"), m.get_attr("NDA_LLADDR"), m["state"])
+                for m in self.ipr.get_neighbours(family=2, ifindex=idx) if m["ifindex"] == idx]
+
+    def fdb_entries(self, ifname: str) -> list[tuple[str, str | None]]:
+        """Forwarding entries of a (vxlan) link: (mac, remote IP), as `bridge fdb show dev`."""
+        idx = self.index(ifname)
+        if idx is None:
+            return []
+        return [(m.get_attr("NDA_LLADDR"), m.get_attr("NDA_DST"))
+                for m in self.ipr.fdb("dump", ifindex=idx) if m["ifindex"] == idx]
+
     def fdb_replace(self, ifname: str, mac: str, dst: str) -> None:
         try:
+            # NTF_SELF: the entry belongs to the vxlan device itself (what `bridge fdb
+            # replace ... self permanent` sends); without it the kernel says EOPNOTSUPP.
             self.ipr.fdb("replace", ifindex=self.must_index(ifname), lladdr=mac, dst=dst,
-                         state=0x80)
+                         state=0x80, flags=0x02)
         except NetlinkError as e:
             raise _fail(f"fdb {mac} -> {dst} on {ifname}{self._where()}", e) from None
 
@@ -347,17 +420,34 @@ def sysctl_get(netns: str | None, key: str) -> str:
     return run([*ns_exec_prefix(netns), "sysctl", "-n", key], what=f"sysctl in {netns}").strip()
 
 
+def xtables_lock(lab: str) -> Path:
+    """The lab's own iptables lock file (XTABLES_LOCKFILE).
+
+    Tables are per namespace, so one lab never has to wait for another's writes (or for a
+    10,000-service restore of a benchmark) on the host-wide /run/xtables.lock.
+    """
+    return names.run_dir(lab) / "xtables.lock"
+
+
+def _xtables_env(netns: str | None) -> dict | None:
+    lab = netns.partition("-")[0] if netns else os.environ.get(names.ENV_MARK)
+    if not lab or not names.run_dir(lab).is_dir():
+        return None  # not a lab's namespace: the host-wide lock, as any iptables
+    return {**os.environ, "XTABLES_LOCKFILE": str(xtables_lock(lab))}
+
+
 def iptables_restore(netns: str | None, text: str, *, noflush: bool = True) -> None:
     cmd = [*ns_exec_prefix(netns), "iptables-legacy-restore", "-w", "5"]
     if noflush:
         cmd.append("--noflush")
-    run(cmd, input=text, what=f"iptables-legacy-restore{' in ' + netns if netns else ''}")
+    run(cmd, input=text, what=f"iptables-legacy-restore{' in ' + netns if netns else ''}",
+        env=_xtables_env(netns))
 
 
 def iptables(netns: str | None, *args: str) -> subprocess.CompletedProcess:
     """One iptables-legacy call; returns the result (exit 1 is an answer for -C)."""
     cmd = [*ns_exec_prefix(netns), "iptables-legacy", "-w", "5", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, check=False)
+    return subprocess.run(cmd, capture_output=True, text=True, check=False, env=_xtables_env(netns))
 
 
 def iptables_save(netns: str | None, table: str | None = None) -> str:
@@ -365,6 +455,22 @@ def iptables_save(netns: str | None, table: str | None = None) -> str:
     if table:
         cmd += ["-t", table]
     return run(cmd, what="iptables-legacy-save")
+
+
+def conntrack_delete(netns: str | None, *filters: str) -> int:
+    """`conntrack -D FILTERS`: drop matching flows (stale UDP service flows); how many went."""
+    cmd = [*ns_exec_prefix(netns), "conntrack", "-D", *filters]
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    except FileNotFoundError:
+        raise KernelError("conntrack: command not found (apt-get install conntrack)") from None
+    # Exit 1 with "0 flow entries have been deleted" just means there was nothing to drop.
+    for line in p.stderr.splitlines():
+        if "flow entries have been deleted" in line:
+            return int(line.split(":")[-1].split()[0])
+    if p.returncode not in (0, 1):
+        raise KernelError(f"conntrack -D {' '.join(filters)} failed: {p.stderr.strip()}")
+    return 0
 
 
 def run(cmd: Sequence[str], *, input: str | None = None, what: str | None = None,
@@ -460,15 +566,24 @@ def spawn(argv: Sequence[str], *, lab: str, netns: str | None = None, log: Path 
     else:
         cmd = [*ns_exec_prefix(netns), *cmd]
     full_env = {**os.environ, **(env or {}), **lab_mark(lab)}
+    pass_fds: tuple = ()
+    if bind:
+        # It will live in a mount namespace of its own; hand it ours (see HOST_MNTNS_ENV).
+        mnt = os.open("/proc/self/ns/mnt", os.O_RDONLY)
+        pass_fds = (mnt,)
+        full_env[HOST_MNTNS_ENV] = str(mnt)
     out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115
     try:
         p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                             cwd=cwd, env=full_env, start_new_session=True, close_fds=True)
+                             cwd=cwd, env=full_env, start_new_session=True, close_fds=True,
+                             pass_fds=pass_fds)
     except FileNotFoundError:
         raise KernelError(f"start {argv[0]}: command not found (try `netlab doctor`)") from None
     finally:
         if log:
             out.close()
+        for fd in pass_fds:
+            os.close(fd)
     return p.pid
 
 
@@ -483,12 +598,13 @@ def reap_nowait() -> None:
             return
 
 
-def kill_pids(pids: Iterable[int], timeout: float = 3.0) -> list[int]:
-    """SIGTERM, then SIGKILL what is still alive after `timeout`. Only pids the caller found."""
+def kill_pids(pids: Iterable[int], timeout: float = 3.0, sig: int = signal.SIGTERM) -> list[int]:
+    """SIGTERM (or `sig`: SIGKILL plays a crash), then SIGKILL what is still alive after
+    `timeout`. Only pids the caller found."""
     pids = [p for p in pids if pid_alive(p)]
     for pid in pids:
         try:
-            os.kill(pid, signal.SIGTERM)
+            os.kill(pid, sig)
         except ProcessLookupError:
             pass
     deadline = time.monotonic() + timeout
@@ -522,3 +638,269 @@ def write_pid(path: Path, pid: int) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(f"{pid}\n")
     tmp.replace(path)
+
+
+# --------------------------------------------------------------------------- pods' hot path
+# Creating a pod is the hot path of every larger lab. pyroute2's IPRoute costs about 1.5 ms
+# per request here (and IPRoute(netns=...) forks), so pods are wired with raw rtnetlink
+# (struct-packed messages, one socket per namespace, opened by a thread that setns()ed
+# there), processes start with posix_spawn (vfork: no copy of a large Python process), and
+# exits are noticed through pidfds instead of polling /proc.
+_libc = ctypes.CDLL(None, use_errno=True)
+_CLONE_FS, _CLONE_NEWNS, _CLONE_NEWNET = 0x200, 0x20000, 0x40000000
+_MS_BIND, _MNT_DETACH = 4096, 2
+# The agent runs in a mount namespace of its own (its /run/flannel): pins made there would
+# be invisible to `ip netns` and `netlab down`, so spawn() hands it the starter's namespace.
+HOST_MNTNS_ENV = "NETLAB_HOST_MNTNS_FD"
+
+
+def _libc_ok(rc: int, what: str) -> None:
+    if rc != 0:
+        e = ctypes.get_errno()
+        raise _fail(what, OSError(e, os.strerror(e)))
+
+
+def host_mount_ns_fd() -> int | None:
+    """The mount namespace this process was started from (see HOST_MNTNS_ENV), if known."""
+    try:
+        fd = int(os.environ.get(HOST_MNTNS_ENV, ""))
+        if not os.readlink(f"/proc/self/fd/{fd}").startswith("mnt:"):
+            return None
+    except (ValueError, OSError):
+        return None
+    os.set_inheritable(fd, False)  # our own children need not hold it
+    return fd
+
+
+def proc_starttime(pid: int) -> int | None:
+    """Start time of a process in clock ticks since boot: with the pid, its identity."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:  # noqa: PTH123
+            fields = f.read().rsplit(")", 1)[1].split()
+        return None if fields[0] in ("Z", "X") else int(fields[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def spawn_fast(argv: Sequence[str], *, lab: str, env: dict[str, str], log: Path | None = None,
+               stdout_fd: int | None = None) -> int:
+    """posix_spawn a detached process (own session, stdin /dev/null) marked as the lab's.
+
+    stdout and stderr go to `log` (appended) or stdout_fd (stderr then to /dev/null).
+    argv[0] must be an absolute path.
+    """
+    fa: list = [(os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0)]
+    if log is not None:
+        fa += [(os.POSIX_SPAWN_OPEN, 1, str(log), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644),
+               (os.POSIX_SPAWN_DUP2, 1, 2)]
+    elif stdout_fd is not None:
+        fa += [(os.POSIX_SPAWN_DUP2, stdout_fd, 1),
+               (os.POSIX_SPAWN_OPEN, 2, "/dev/null", os.O_WRONLY, 0)]
+    else:
+        fa += [(os.POSIX_SPAWN_OPEN, 1, "/dev/null", os.O_WRONLY, 0), (os.POSIX_SPAWN_DUP2, 1, 2)]
+    try:
+        return os.posix_spawn(argv[0], list(argv), {**env, **lab_mark(lab)}, file_actions=fa,
+                              setsid=True)
+    except OSError as e:
+        raise _fail(f"start {argv[0]}", e) from None
+
+
+class PidWatcher:
+    """Calls on_exit(key) from its own thread as soon as a watched process exits (pidfd)."""
+
+    def __init__(self, on_exit):
+        self._on_exit = on_exit
+        self._ep = select.epoll()
+        self._fds: dict[int, object] = {}
+        self._keys: dict[object, int] = {}
+        self._lock = threading.Lock()
+        threading.Thread(target=self._loop, name="pidwatch", daemon=True).start()
+
+    def watch(self, pid: int, key, starttime: int | None = None) -> bool:
+        """False if the process is already gone (or the pid now belongs to another one)."""
+        self.unwatch(key)
+        try:
+            fd = os.pidfd_open(pid)
+        except OSError:
+            return False
+        if starttime is not None and proc_starttime(pid) != starttime:
+            os.close(fd)
+            return False
+        with self._lock:
+            self._fds[fd], self._keys[key] = key, fd
+            self._ep.register(fd, select.EPOLLIN)
+        return True
+
+    def unwatch(self, key) -> None:
+        with self._lock:
+            fd = self._keys.pop(key, None)
+            if fd is not None:
+                self._fds.pop(fd, None)
+                self._ep.unregister(fd)
+                os.close(fd)
+
+    def _loop(self) -> None:
+        while True:
+            for fd, _ in self._ep.poll():
+                with self._lock:
+                    key = self._fds.pop(fd, None)
+                    if key is None:
+                        continue
+                    self._keys.pop(key, None)
+                    self._ep.unregister(fd)
+                    os.close(fd)
+                self._on_exit(key)
+
+
+_NLM_REQ_ACK, _NLM_CREATE_EXCL = 0x1 | 0x4, 0x400 | 0x200
+_RTM_NEWLINK, _RTM_DELLINK, _RTM_GETLINK, _RTM_SETLINK = 16, 17, 18, 19
+_RTM_NEWADDR, _RTM_NEWROUTE = 20, 24
+_IFF_UP = 1
+
+
+def _nla(kind: int, data: bytes) -> bytes:
+    n = 4 + len(data)
+    return struct.pack("=HH", n, kind) + data + b"\0" * (-n % 4)
+
+
+def _nest(kind: int, *attrs: bytes) -> bytes:
+    return _nla(kind | 0x8000, b"".join(attrs))  # NLA_F_NESTED
+
+
+def _ifinfo(index: int = 0, up: bool = False, family: int = 0) -> bytes:
+    return struct.pack("=BxHiII", family, 0, index, _IFF_UP if up else 0, _IFF_UP if up else 0)
+
+
+class Rtnl:
+    """A raw rtnetlink socket in the network namespace of the thread that opens it."""
+
+    def __init__(self, where: str = ""):
+        self.where = where
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+        self.sock.bind((0, 0))
+        self.seq = 0
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def request(self, mtype: int, flags: int, body: bytes, what: str) -> list[bytes]:
+        self.seq += 1
+        self.sock.send(struct.pack("=LHHLL", 16 + len(body), mtype, flags | _NLM_REQ_ACK,
+                                    self.seq, 0) + body)
+        replies = []
+        while True:
+            data = self.sock.recv(65536)
+            off = 0
+            while off + 16 <= len(data):
+                n, t, _, seq, _ = struct.unpack_from("=LHHLL", data, off)
+                if seq == self.seq:
+                    if t == 2:  # NLMSG_ERROR; 0 is the ACK
+                        err = struct.unpack_from("=i", data, off + 16)[0]
+                        if err:
+                            raise _fail(what + self.where, OSError(-err, os.strerror(-err)))
+                        return replies
+                    replies.append(data[off + 16:off + n])
+                off += (n + 3) & ~3
+
+    def link_index(self, ifname: str) -> int | None:
+        try:
+            r = self.request(_RTM_GETLINK, 0, _ifinfo() + _nla(3, ifname.encode() + b"\0"),
+                             f"look up link {ifname}")
+        except NotFound:
+            return None
+        return struct.unpack_from("=i", r[0], 4)[0] if r else None
+
+    def add_veth(self, ifname: str, peer: str, peer_netns_fd: int, mtu: int, master: int) -> None:
+        """`ip link add IFNAME mtu M master BR up type veth peer PEER netns FD mtu M`.
+
+        The peer cannot be brought up in the same message (veth: ENOTCONN): see link_up().
+        """
+        peer_info = _ifinfo() + _nla(3, peer.encode() + b"\0") + _nla(4, struct.pack("=I", mtu)) \
+            + _nla(28, struct.pack("=i", peer_netns_fd))  # IFLA_NET_NS_FD
+        body = _ifinfo(up=True) + _nla(3, ifname.encode() + b"\0") + _nla(4, struct.pack("=I", mtu)) \
+            + _nla(10, struct.pack("=I", master)) \
+            + _nest(18, _nla(1, b"veth\0"), _nest(2, _nest(1, peer_info)))  # LINKINFO/DATA/PEER
+        self.request(_RTM_NEWLINK, _NLM_CREATE_EXCL, body, f"create veth {ifname}/{peer}")
+
+    def link_up(self, index: int) -> None:
+        self.request(_RTM_NEWLINK, 0, _ifinfo(index, up=True), f"bring link {index} up")
+
+    def set_hairpin(self, index: int, on: bool = True) -> None:
+        """`bridge link set dev X hairpin on`: IFLA_PROTINFO/IFLA_BRPORT_MODE, AF_BRIDGE."""
+        body = _ifinfo(index, family=7) + _nest(12, _nla(4, bytes([1 if on else 0])))
+        self.request(_RTM_SETLINK, 0, body, f"set hairpin on link {index}")
+
+    def delete_link(self, ifname: str) -> bool:
+        try:
+            self.request(_RTM_DELLINK, 0, _ifinfo() + _nla(3, ifname.encode() + b"\0"),
+                         f"delete link {ifname}")
+            return True
+        except NotFound:
+            return False
+
+    def add_addr(self, index: int, address: str, prefixlen: int) -> None:
+        a = socket.inet_aton(address)
+        body = struct.pack("=BBBBI", 2, prefixlen, 0, 0, index) + _nla(2, a) + _nla(1, a)
+        self.request(_RTM_NEWADDR, _NLM_CREATE_EXCL, body, f"add address {address}/{prefixlen}")
+
+    def add_default_route(self, gateway: str, index: int) -> None:
+        body = struct.pack("=BBBBBBBBI", 2, 0, 0, 0, 254, 3, 0, 1, 0) \
+            + _nla(5, socket.inet_aton(gateway)) + _nla(4, struct.pack("=I", index))
+        self.request(_RTM_NEWROUTE, _NLM_CREATE_EXCL, body, f"add default route via {gateway}")
+
+
+class PodWiring:
+    """Makes the calling thread the place pods are wired from (setns is per thread).
+
+    The thread joins `mnt_ns_fd` (the host's mount namespace, where pins must be made so
+    that `ip netns` and `netlab down` see them; unshare(CLONE_FS) first, as setns to a
+    mount namespace needs fs attributes of its own), keeps an rtnetlink socket in its own
+    network namespace (`node`), and in_netns() runs a job inside a pod's network namespace
+    with a fresh socket there and comes back. Use it from that one thread only: no thread
+    hand-off (and no GIL switch interval) on the hot path. Processes that thread starts
+    begin in the host's mount namespace too.
+    """
+
+    def __init__(self, mnt_ns_fd: int | None = None):
+        self.thread = threading.get_ident()
+        self._home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        if mnt_ns_fd is not None:
+            _libc_ok(_libc.unshare(_CLONE_FS), "unshare the thread's fs attributes")
+            _libc_ok(_libc.setns(mnt_ns_fd, _CLONE_NEWNS), "enter the host mount namespace")
+        self.node = Rtnl()
+
+    def in_netns(self, netns_fd: int, fn, where: str = ""):
+        """Run fn(rtnl) inside the network namespace `netns_fd`."""
+        assert threading.get_ident() == self.thread, "PodWiring is bound to its thread"
+        _libc_ok(_libc.setns(netns_fd, _CLONE_NEWNET), f"enter network namespace{where}")
+        rt = Rtnl(where)
+        try:
+            return fn(rt)
+        finally:
+            rt.close()
+            _libc_ok(_libc.setns(self._home, _CLONE_NEWNET), "return to the node's namespace")
+
+
+def pin_netns(name: str, pid: int) -> None:
+    """`ip netns attach NAME PID` with one mount(2); from the mount namespace to pin in."""
+    path = netns_path(name)
+    try:
+        os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
+    except FileExistsError:
+        if pid_netns_inode(pid) is not None and netns_inode(name) == pid_netns_inode(pid):
+            return  # already pinned (an adopted pod)
+        if netns_inode(name) is not None:
+            raise AlreadyExists(f"pin network namespace of pid {pid} as {name}: "
+                                f"{path} holds another namespace") from None
+    _libc_ok(_libc.mount(f"/proc/{pid}/ns/net".encode(), str(path).encode(), None, _MS_BIND, None),
+             f"pin network namespace of pid {pid} as {name}")
+
+
+def unpin_netns(name: str) -> bool:
+    path = netns_path(name)
+    _libc.umount2(str(path).encode(), _MNT_DETACH)  # EINVAL: not mounted (a half-made pin)
+    try:
+        path.unlink()
+        return True
+    except FileNotFoundError:
+        return False

@@ -184,6 +184,18 @@ class Lab(_Model):
     services: Services = Field(default_factory=Services)
     # Kubernetes manifests (Deployment apps/v1, Service v1, Pod v1) applied after `up`.
     workloads: list[dict[str, Any]] = Field(default_factory=list)
+    # kube-controller-manager's --node-monitor-grace-period: a node whose lease is older is
+    # NotReady and its pods are evicted (recreated elsewhere by their deployments).
+    node_monitor_grace_period: int = Field(10, alias="nodeMonitorGracePeriod")
+
+    _grace = field_validator("node_monitor_grace_period", mode="before")(_duration_seconds)
+
+    @field_validator("node_monitor_grace_period")
+    @classmethod
+    def _grace_min(cls, v: int) -> int:
+        if v < 3:
+            raise ValueError(f"{v}s is too short: agents renew their node lease every 2s (use 3s or more)")
+        return v
 
     @field_validator("name")
     @classmethod

@@ -117,17 +117,24 @@ class Up:
         self.report(step, ("repaired: " if self.result.was_up else "") + what)
 
     def run(self) -> UpResult:
+        from netlab import manifests
+
+        # The lab file's Kubernetes manifests are checked before anything is touched.
+        docs = manifests.workload_docs(self.lab)
         with lab_lock(self.name):
             self.result.was_up = names.lab_copy(self.name).exists()
             if self.result.was_up:
                 old = load_running_lab(self.name)
-                if old.model_dump() != self.lab.model_dump() and not _same_but_nodes(old, self.lab):
+                merged = merge_running(old, self.lab)
+                if merged is None:
                     from netlab.errors import UsageError
 
                     raise UsageError(f"lab '{self.name}' is already up with a different lab file; "
                                      f"run `netlab down --lab {self.name}` first")
-                self.lab = old  # runtime node additions live in the running copy
-                self.result.lab = old
+                if merged.model_dump() != old.model_dump():
+                    write_lab_copy(merged)  # nodes deleted at runtime come back: the file has them
+                self.lab = merged  # runtime node additions live in the running copy
+                self.result.lab = merged
             self.dirs()
             self.underlay()
             for node in self.lab.nodes:
@@ -137,6 +144,7 @@ class Up:
             for node in self.lab.nodes:
                 self.agent(node)
             self.wait_agents()
+            self.workloads(docs)
         return self.result
 
     def dirs(self) -> None:
@@ -152,11 +160,8 @@ class Up:
                 link.symlink_to(target)
         for node in self.lab.nodes:
             names.node_flannel_dir(self.name, node.name).mkdir(parents=True, exist_ok=True)
-        copy = names.lab_copy(self.name)
-        if not copy.exists():
-            tmp = copy.with_suffix(".tmp")
-            tmp.write_text(self.lab.to_yaml())
-            tmp.replace(copy)
+        if not names.lab_copy(self.name).exists():
+            write_lab_copy(self.lab)
         self.report("run directory", str(rd))
 
     def underlay(self) -> None:
@@ -249,6 +254,8 @@ class Up:
             st.close()
 
     def flannel_config(self) -> None:
+        from netlab import flannel_leases
+
         st = Store.for_lab(self.name)
         try:
             import json
@@ -256,6 +263,13 @@ class Up:
             if st.create(store.FLANNEL_CONFIG, json.dumps(self.lab.flannel.config_json(),
                                                            separators=(",", ":"))):
                 self._did("flannel", f"config written to {store.FLANNEL_CONFIG}")
+            # flannel's reservations: a lease with only the PublicIP and no TTL; the node's
+            # flannel fills in its VtepMAC and keeps it without TTL.
+            ips = {n.name: n.ip for n in self.lab.nodes}
+            for node, subnet in self.lab.flannel.reservations.items():
+                if node in ips and st.create(flannel_leases.lease_key(subnet),
+                                             json.dumps({"PublicIP": ips[node]})):
+                    self._did("flannel", f"reservation {subnet} for {node}")
         finally:
             st.close()
 
@@ -270,7 +284,7 @@ class Up:
             [*self.agent_cmd, "--lab", self.name, "--node", node.name],
             lab=self.name, netns=ns, log=names.log_file(self.name, f"agent-{node.name}"),
             bind={names.node_flannel_dir(self.name, node.name): names.FLANNEL_RUN},
-            env={"PYTHONUNBUFFERED": "1"},
+            env={"PYTHONUNBUFFERED": "1", names.ENV_NODE: node.name},  # inherited by its pods
         )
         kernel.write_pid(names.pid_file(self.name, f"agent-{node.name}"), pid)
         self._did(node.name, f"agent started (pid {pid})")
@@ -296,11 +310,65 @@ class Up:
             st.close()
 
 
-def _same_but_nodes(old: Lab, new: Lab) -> bool:
-    """A running lab may have gained nodes at runtime; the rest must match."""
-    o = old.model_dump(exclude={"nodes"})
-    n = new.model_dump(exclude={"nodes"})
-    return o == n and all(any(x == y for y in old.nodes) for x in new.nodes)
+    def workloads(self, docs: list, timeout: float = 120.0) -> None:
+        """Apply the lab file's workloads; wait until deployments are available and proxies report."""
+        if not docs:
+            return
+        from netlab import manifests
+
+        st = Store.for_lab(self.name)
+        try:
+            res = manifests.apply(st, self.lab, docs)
+            for a in res.applied:
+                if a.outcome != "unchanged":
+                    self._did("workloads", a.line)
+            manifests.wait_ready(st, self.lab, docs, timeout)
+            self.report("workloads", f"{len(docs)} objects in place; every proxy has their rules")
+        finally:
+            st.close()
+
+
+def write_lab_copy(lab: Lab) -> None:
+    """The running lab's copy, replaced atomically (agents and the CLI read it any time)."""
+    copy = names.lab_copy(lab.name)
+    tmp = copy.with_suffix(".tmp")
+    tmp.write_text(lab.to_yaml())
+    tmp.replace(copy)
+
+
+def merge_running(old: Lab, new: Lab) -> Lab | None:
+    """The lab `up -f FILE` converges to when the lab is already up: the running copy (with
+    nodes added at runtime) plus the file's nodes that were deleted at runtime. None if the
+    file differs in anything else, or names a node differently from the running lab."""
+    def rest(lab: Lab) -> dict:
+        d = lab.model_dump(exclude={"nodes"})
+        d["flannel"] = {k: v for k, v in d["flannel"].items() if k not in ("nodes", "reservations")}
+        return d
+
+    if rest(old) != rest(new):
+        return None
+    running = {n.name: n for n in old.nodes}
+    if any(n.name in running and running[n.name] != n for n in new.nodes):
+        return None
+    both = set(running) & {n.name for n in new.nodes}
+    if any(old.flannel.reservations.get(k) != new.flannel.reservations.get(k) for k in both):
+        return None
+    back = [n for n in new.nodes if n.name not in running]
+    if not back:
+        return old
+    data = old.model_dump(by_alias=True, exclude_none=True)
+    data["nodes"] += [n.model_dump(by_alias=True, exclude_none=True) for n in back]
+    fo, fn = old.flannel, new.flannel
+    res = dict(fo.reservations)
+    res.update({k: v for k, v in fn.reservations.items() if k in {n.name for n in back}})
+    data["flannel"]["reservations"] = res
+    if fo.nodes is not None:
+        data["flannel"]["nodes"] = fo.nodes + [n.name for n in back
+                                               if fn.nodes is None or n.name in fn.nodes]
+    try:
+        return Lab.model_validate(data)
+    except ValueError:
+        return None
 
 
 def up(lab: Lab, report: Report = _noop) -> UpResult:

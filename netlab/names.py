@@ -21,6 +21,7 @@ RUN_ROOT = Path("/run/netlab")
 STATE_ROOT = Path("/var/lib/netlab")
 FLANNEL_RUN = Path("/run/flannel")  # mount point for each node's private /run/flannel
 ENV_MARK = "NETLAB_LAB"  # every process the lab starts carries NETLAB_LAB=<lab>
+ENV_NODE = "NETLAB_NODE"  # ...and what a node's agent starts (pods) NETLAB_NODE=<node>
 
 DEFAULT_LAB = "seed"
 

@@ -44,4 +44,6 @@ def exec_argv(lab: str, target: str, cmd: list[str], container: str | None = Non
 
 def exec_env(lab: str) -> dict[str, str]:
     """PATH with iptables -> iptables-legacy first, so the seed's commands work verbatim."""
-    return {**os.environ, "PATH": f"{names.bin_dir(lab)}:{os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}"}
+    return {**os.environ, "PATH": f"{names.bin_dir(lab)}:{os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}",
+            # the lock the lab's agents write the node's tables under (kernel.xtables_lock)
+            "XTABLES_LOCKFILE": str(kernel.xtables_lock(lab))}

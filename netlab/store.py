@@ -46,6 +46,14 @@ class Item:
     create_revision: int
 
 
+@dataclass
+class RawItem:
+    key: str
+    value: str
+    mod_revision: int
+    lease_id: int  # 0: the key is attached to no etcd lease (never expires)
+
+
 def now_rfc3339() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
@@ -141,19 +149,138 @@ class Store:
                            success=[t.put(key, _dump(obj), lease)], failure=[])
         return ok
 
-    def update(self, key: str, obj: Any, mod_revision: int) -> bool:
+    def update(self, key: str, obj: Any, mod_revision: int, lease=None) -> bool:
         """Write only if nobody changed the key since `mod_revision`."""
         t = self.client.transactions
         ok, _ = self._call(self.client.transaction,
                            compare=[t.mod(key) == mod_revision],
-                           success=[t.put(key, _dump(obj))], failure=[])
+                           success=[t.put(key, _dump(obj), lease)], failure=[])
         return ok
+
+    def list_raw(self, prefix: str) -> list["RawItem"]:
+        """Values as stored (flannel's exact JSON text) with the etcd lease each key hangs on."""
+        return [RawItem(meta.key.decode(), value.decode(), meta.mod_revision, meta.lease_id)
+                for value, meta in self._call(self.client.get_prefix, prefix,
+                                              sort_order="ascend", sort_target="key")]
+
+    def lease_ttl(self, lease_id: int) -> int:
+        """Seconds left on an etcd lease; -1 if it expired or was revoked."""
+        return self._call(self.client.get_lease_info, lease_id).TTL
+
+    def refresh_lease(self, lease_id: int) -> int:
+        """One keep-alive; returns the renewed TTL (0 or less: the lease is gone)."""
+        resp = self._call(lambda: list(self.client.refresh_lease(lease_id)))
+        return resp[0].TTL if resp else 0
+
+    def revoke_lease(self, lease_id: int) -> bool:
+        """Revoke an etcd lease, deleting every key attached to it; False if it was gone."""
+        try:
+            self.client.revoke_lease(lease_id)
+            return True
+        except grpc.RpcError as e:
+            if e.code() == grpc.StatusCode.NOT_FOUND:
+                return False
+            raise StoreError(f"etcd at {self.endpoint} did not answer ({type(e).__name__})") from None
+        except etcd3.exceptions.Etcd3Exception as e:
+            raise StoreError(f"etcd at {self.endpoint} did not answer ({type(e).__name__})") from None
 
     def delete(self, key: str) -> bool:
         return bool(self._call(self.client.delete, key))
 
+    def update_all(self, writes: list[tuple[str, Any, int]]) -> bool:
+        """Several update()s in one transaction (one fsync): all or none.
+
+        For many small writes at once (the kubelet's pod statuses); keep it under etcd's
+        --max-txn-ops (128)."""
+        t = self.client.transactions
+        ok, _ = self._call(self.client.transaction,
+                           compare=[t.mod(k) == rev for k, _, rev in writes],
+                           success=[t.put(k, _dump(obj)) for k, obj, _ in writes], failure=[])
+        return ok
+
+    def delete_if(self, key: str, mod_revision: int) -> bool:
+        """Delete only if nobody changed the key since `mod_revision` (compare-and-delete)."""
+        t = self.client.transactions
+        ok, _ = self._call(self.client.transaction, compare=[t.mod(key) == mod_revision],
+                           success=[t.delete(key)], failure=[])
+        return ok
+
     def delete_prefix(self, prefix: str) -> None:
         self._call(self.client.delete_prefix, prefix)
+
+    # -- multi-key transactions (services: a Service and its allocations together) ----
+    def list_keys(self, prefix: str) -> list[str]:
+        return [meta.key.decode() for _, meta in
+                self._call(self.client.get_prefix, prefix, keys_only=True)]
+
+    def list_with_revision(self, prefix: str) -> tuple[list[Item], int]:
+        """One consistent read of a prefix and the store revision it reflects."""
+        resp = self._call(self.client.get_prefix_response, prefix)
+        out = []
+        for kv in resp.kvs:
+            try:
+                obj = json.loads(kv.value)
+            except ValueError:
+                obj = kv.value.decode()
+            out.append(Item(kv.key.decode(), obj, kv.mod_revision, kv.create_revision))
+        return out, resp.header.revision
+
+    def create_all(self, objs: dict[str, Any], delete: list[str] = ()) -> tuple[bool, int, dict[str, Any]]:
+        """Create every key of `objs` (and delete `delete`) only if none of them exists.
+
+        Returns (succeeded, revision of the write, {key: current value} of the keys that
+        already existed when it failed).
+        """
+        t = self.client.transactions
+        ok, resp = self._call(self.client.transaction,
+                              compare=[t.create(k) == 0 for k in objs],
+                              success=[*(t.put(k, _dump(v)) for k, v in objs.items()),
+                                       *(t.delete(k) for k in delete)],
+                              failure=[t.get(k) for k in objs])
+        if ok:
+            return True, resp[0].response_put.header.revision, {}
+        existing = {}
+        for k, r in zip(objs, resp):
+            if r:
+                value, _ = r[0]
+                try:
+                    existing[k] = json.loads(value)
+                except ValueError:
+                    existing[k] = value.decode()
+        return False, 0, existing
+
+    def changed_between(self, prefix: str, after: int, upto: int) -> bool:
+        """Does `prefix` hold other contents at revision `upto` than at `after`?
+
+        No key written in (after, upto] that is still there, and the same number of keys at
+        both ends, means the same keys with the same values. (etcd3 0.12 drops
+        count_only/revision/min_mod_revision from its requests, hence raw ones.)
+        """
+        from etcd3 import etcdrpc, utils
+
+        def rng(revision: int, **kw):
+            rq = etcdrpc.RangeRequest(key=prefix.encode(), range_end=utils.increment_last_byte(prefix.encode()),
+                                      revision=revision, **kw)
+            c = self.client
+            return c.kvstub.Range(rq, c.timeout, credentials=c.call_credentials, metadata=c.metadata)
+
+        if after >= upto:
+            return False
+        try:
+            # etcd counts before filtering by revision: ask for one filtered key instead.
+            if self._call(rng, upto, keys_only=True, limit=1, min_mod_revision=after + 1).kvs:
+                return True
+            return self._call(rng, upto, count_only=True).count != self._call(rng, after, count_only=True).count
+        except StoreError:
+            return True  # e.g. compacted: assume it changed
+
+    def delete_all_if(self, key: str, mod_revision: int, also: list[str] = ()) -> tuple[bool, int]:
+        """Delete `key` and `also` only if nobody changed `key` since `mod_revision`."""
+        t = self.client.transactions
+        ok, resp = self._call(self.client.transaction,
+                              compare=[t.mod(key) == mod_revision],
+                              success=[t.delete(k) for k in (key, *also)], failure=[])
+        return ok, (resp[0].response_delete_range.header.revision if ok else 0)
 
     def revision(self) -> int:
         """The store's current revision (from a read's response header)."""
@@ -171,9 +298,23 @@ class Store:
             kw["start_revision"] = start_revision
         return self._call(self.client.add_watch_prefix_callback, prefix, callback, **kw)
 
-    def cancel_watch(self, watch_id: int) -> None:
+    def cancel_watch(self, watch_id: int, callback: Callable | None = None) -> None:
+        """Cancel a watch; with `callback`, only if that id still belongs to it.
+
+        After a lost connection etcd3 opens a new watch stream whose ids start at 0 again,
+        so a stale id may by now name another role's fresh watch: cancelling it blindly
+        would silence that role until its next error (measured: after an etcd restart,
+        events then arrived only with the 10 s resync).
+        """
+        w = self.client.watcher
         try:
-            self.client.cancel_watch(watch_id)
+            if callback is None:
+                w.cancel(watch_id)
+                return
+            with w._lock:  # etcd3 0.12 has no public compare-and-cancel
+                if w._callbacks.get(watch_id) == callback:
+                    del w._callbacks[watch_id]
+                    w._cancel_no_lock(watch_id)
         except Exception:  # noqa: BLE001 - the watch may already be gone with the connection
             pass
 

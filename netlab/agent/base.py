@@ -57,7 +57,7 @@ class Reconciler:
         if not self._watch_broken:
             return
         for wid in self._watch_ids:
-            self.agent.store.cancel_watch(wid)
+            self.agent.store.cancel_watch(wid, self._on_event)  # never another role's reused id
         self._watch_ids = [self.agent.store.add_watch_prefix_callback(p, self._on_event)
                            for p in self.prefixes]
         self._watch_broken = False

@@ -1,6 +1,6 @@
 """The master's controller manager: runs each controller module that exists.
 
-Controllers (scheduler, deployments, endpoints) are Reconcilers of their own, one module
+Controllers (scheduler, deployments, endpoints, node lifecycle) are Reconcilers of their own, one module
 each under netlab/agent/; this role only starts them on the master.
 """
 
@@ -12,6 +12,7 @@ CONTROLLERS = (
     ("netlab.agent.scheduler", "SchedulerController"),
     ("netlab.agent.deployments", "DeploymentController"),
     ("netlab.agent.endpoints", "EndpointsController"),
+    ("netlab.agent.nodelifecycle", "NodeLifecycleController"),
 )
 
 

@@ -90,6 +90,15 @@ class Agent:
             roles.append(getattr(mod, cls_name)(self))
         return roles
 
+    def _heartbeats(self) -> None:
+        # At least 4 renewals per grace period, so one slow etcd write is never a missed node.
+        interval = min(HEARTBEAT, self.lab.node_monitor_grace_period / 4)
+        while not self.stopping.wait(interval):
+            try:
+                self.heartbeat()
+            except Exception as e:  # noqa: BLE001
+                log.warning("heartbeat failed: %s", e)
+
     def run(self) -> None:
         signal.signal(signal.SIGTERM, lambda *_: self.stopping.set())
         signal.signal(signal.SIGINT, lambda *_: self.stopping.set())
@@ -103,14 +112,19 @@ class Agent:
                 log.warning("waiting for etcd at %s: %s", self.lab.etcd_endpoint, e)
                 self.stopping.wait(0.5)
         log.info("agent for %s (%s) up, pid %d", self.node.name, self.node.role, os.getpid())
+        # Heartbeats from their own thread: building and running the roles (imports, waiting
+        # for flannel) must never make a live node look dead to the node lifecycle controller.
+        beat = threading.Thread(target=self._heartbeats, name="heartbeat", daemon=True)
+        beat.start()
         self.roles = self.build_roles()
         for r in self.roles:
             r.start()
-        while not self.stopping.wait(HEARTBEAT):
-            try:
-                self.heartbeat()
-            except Exception as e:  # noqa: BLE001
-                log.warning("heartbeat failed: %s", e)
+        while beat.is_alive():  # (a timed join keeps SIGTERM's handler running promptly)
+            beat.join(0.5)
+        # Wake every reconciler waiting for its resync so that it sees `stopping` now.
+        for r in self.roles:
+            for c in getattr(r, "controllers", [r]):
+                getattr(c, "kick", lambda: None)()
         for r in self.roles:
             r.thread.join(timeout=5)
         log.info("agent for %s stopped", self.node.name)

@@ -1,0 +1,123 @@
+"""CLI for services: `expose pod|deployment NAME`, `get svc`, `get endpoints`, `delete svc`.
+
+Only parses and prints (kubectl's columns and words); netlab.services does the work.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from netlab import cli, output
+from netlab.errors import NotFound, UsageError
+
+SVC_HEADERS = ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"]
+EP_HEADERS = ["NAME", "ENDPOINTS", "AGE"]
+
+
+def _open(lab: str):
+    from netlab import lifecycle
+    from netlab.store import Store
+
+    return lifecycle.load_running_lab(lab), Store.for_lab(lab)
+
+
+def expose(kind: str = typer.Argument(..., help="pod or deployment"),
+           name: str = typer.Argument(..., help="The pod's or deployment's name."),
+           port: Optional[int] = typer.Option(None, "--port", help="The service's port (default: the first container port)."),
+           target_port: Optional[str] = typer.Option(None, "--target-port",
+                                                     help="Container port number or name (default: --port)."),
+           type_: str = typer.Option("ClusterIP", "--type", help="ClusterIP or NodePort."),
+           svc_name: Optional[str] = typer.Option(None, "--name", help="The service's name (default: NAME)."),
+           node_port: Optional[int] = typer.Option(None, "--node-port", help="A fixed node port (NodePort only)."),
+           protocol: Optional[str] = typer.Option(None, "--protocol", help="TCP (default) or UDP."),
+           namespace: str = typer.Option("default", "-n", "--namespace"),
+           wait: bool = typer.Option(True, "--wait/--no-wait",
+                                     help="Wait until every worker's proxy has the rules in place."),
+           timeout: float = typer.Option(30.0, "--timeout", help="Seconds to wait."),
+           lab: Optional[str] = cli.LabOpt):
+    """Create a Service selecting a pod's (or a deployment's pods') labels, as kubectl expose."""
+    from netlab import services
+
+    if type_ not in services.TYPES:
+        raise UsageError(f"--type: '{type_}' is not one of {', '.join(services.TYPES)}")
+    if protocol is not None and protocol not in services.PROTOCOLS:
+        raise UsageError(f"--protocol: '{protocol}' is not one of {', '.join(services.PROTOCOLS)}")
+    if port is not None and not 1 <= port <= 65535:
+        raise UsageError(f"--port: {port} is not a port (1-65535)")
+    cli._need_root()
+    lab_obj, st = _open(cli._lab_name(lab))
+    try:
+        svc, rev = services.expose(st, lab_obj, kind, name, namespace, port=port, target_port=target_port,
+                                   type_=type_, svc_name=svc_name, node_port=node_port, protocol=protocol)
+        print(f"service/{svc['metadata']['name']} exposed")
+        if wait:
+            services.wait_in_place(st, lab_obj, svc, rev, timeout)
+    finally:
+        st.close()
+
+
+def _list(args: "cli.GetArgs", one, many) -> list[dict]:
+    _, st = _open(args.lab)
+    try:
+        if args.name:
+            return [one(st, args.namespace, args.name)]
+        return many(st, None if args.all_namespaces else args.namespace)
+    finally:
+        st.close()
+
+
+def _print(args: "cli.GetArgs", items: list[dict], headers: list[str], rows: list[list]) -> None:
+    if args.fmt in ("json", "yaml"):
+        output.dump(items[0] if args.name else output.as_list(items), args.fmt)
+        return
+    if not items:
+        where = "any namespace" if args.all_namespaces else f"{args.namespace} namespace"
+        output.err.print(f"No resources found in {where}.")
+        return
+    if args.all_namespaces:
+        headers = ["NAMESPACE", *headers]
+        rows = [[i["metadata"]["namespace"], *r] for i, r in zip(items, rows)]
+    output.table(headers, rows)
+
+
+def get_services(args: "cli.GetArgs") -> None:
+    from netlab import services
+
+    items = _list(args, services.get, services.list_services)
+    wide = args.fmt == "wide"
+    _print(args, items, SVC_HEADERS + (["SELECTOR"] if wide else []),
+           [services.service_row(s, wide) for s in items])
+
+
+def get_endpoints(args: "cli.GetArgs") -> None:
+    from netlab import services
+
+    items = _list(args, services.get_endpoints, services.list_endpoints)
+    _print(args, items, EP_HEADERS, [services.endpoints_row(e) for e in items])
+
+
+def delete_service(args: "cli.DeleteArgs") -> None:
+    from netlab import services
+
+    lab_obj, st = _open(args.lab)
+    try:
+        try:
+            _, rev = services.delete(st, args.namespace, args.name)
+        except NotFound:
+            if args.ignore_not_found:
+                return
+            raise
+        print(f'service "{args.name}" deleted')
+        services.wait_proxies(st, lab_obj, rev)
+    finally:
+        st.close()
+
+
+def register(app: typer.Typer) -> None:
+    app.command(help=expose.__doc__)(expose)
+    cli.register_get("svc", "service", "services")(get_services)
+    cli.register_get("endpoints", "ep", "endpoint")(get_endpoints)
+    if hasattr(cli, "register_delete"):
+        cli.register_delete("svc", "service", "services")(delete_service)

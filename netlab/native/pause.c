@@ -106,6 +106,11 @@ static int enter(const char *pid, const char *hosts, char **argv) {
      * keep them alive after their pods are gone: a container needs none of them. */
     if (umount2("/run/netns", MNT_DETACH) < 0 && errno != EINVAL && errno != ENOENT)
         die("detach /run/netns");
+    /* ...and what lies beneath are the pins' empty files, on which `ip addr` in here
+     * prints "Peer netns reference is invalid" for each: hide them, as docker does. */
+    if (mount("tmpfs", "/run/netns", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0755") < 0
+        && errno != ENOENT)
+        die("mount a tmpfs over /run/netns");
     /* As `ip netns exec` does: a sysfs of this netns, so /sys/class/net shows eth0. */
     if (umount2("/sys", MNT_DETACH) == 0)
         mount("sysfs", "/sys", "sysfs", 0, NULL);

@@ -6,7 +6,7 @@ import sys
 
 import yaml
 
-from netlab import kernel, labfile
+from netlab import kernel, labfile, names
 
 
 def run(*args, env=None):
@@ -17,13 +17,17 @@ def run(*args, env=None):
                           capture_output=True, text=True, env={**os.environ, **(env or {})})
 
 
-def test_not_root_is_one_line_and_touches_nothing():
-    before = kernel.netns_list("seed-")
-    p = run("up")
+def test_not_root_is_one_line_and_touches_nothing(tmp_path):
+    doc = yaml.safe_load(labfile.default_lab_text())
+    doc["name"] = "tnotroot" + str(os.getpid() % 1000)
+    f = tmp_path / "lab.yaml"
+    f.write_text(yaml.safe_dump(doc))
+    p = run("up", "-f", str(f))
     assert p.returncode == 1
     assert p.stderr.strip().splitlines() == [
         "error: netlab needs root to manage namespaces, links and iptables: run it with sudo"]
-    assert kernel.netns_list("seed-") == before
+    assert kernel.netns_list(doc["name"] + "-") == []
+    assert not (names.RUN_ROOT / doc["name"]).exists()
 
 
 def test_bad_lab_file_is_checked_before_root(tmp_path):

@@ -1,9 +1,10 @@
 """Pure parts of pods (issue 4): Pod validation and defaults, what a container runs, the
-kubectl/docker listings, the scheduler's choice, IPAM's fast path and the raw rtnetlink
-encoding. No root needed."""
+kubectl/docker listings, the scheduler's choice, IPAM's fast path and the rtnetlink
+messages pods are wired with. No root needed."""
 
 from __future__ import annotations
 
+import errno
 import re
 import socket
 import struct
@@ -14,7 +15,7 @@ import pytest
 
 from netlab import kernel, pods
 from netlab.agent.scheduler import choose
-from netlab.errors import UsageError
+from netlab.errors import AlreadyExists, KernelError, UsageError
 from netlab.ipam import HostLocal, IPAMExhausted
 
 
@@ -179,13 +180,84 @@ def test_allocate_new_round_robin_no_duplicates_and_exhaustion(tmp_path):
     assert h2.allocations()[IPv4Address("10.1.1.5")] == "b"
 
 
-# --------------------------------------------------------------------------- raw rtnetlink
-def test_netlink_attributes_are_aligned_and_nested():
-    assert kernel._nla(3, b"eth0\0") == struct.pack("=HH", 9, 3) + b"eth0\0" + b"\0\0\0"
-    nested = kernel._nest(18, kernel._nla(1, b"veth\0"))
-    assert struct.unpack_from("=HH", nested) == (4 + 12, 18 | 0x8000)
-    assert len(kernel._ifinfo(5, up=True)) == 16
-    assert struct.unpack("=BxHiII", kernel._ifinfo(5, up=True)) == (0, 0, 5, 1, 1)
+# --------------------------------------------------------------------------- rtnetlink
+class _Capture:
+    """Stands for Rtnl's socket: keeps what is sent, answers each request with an ACK (or
+    with the error `error`), as pyroute2 encodes them."""
+
+    def __init__(self, error: int = 0):
+        self.sent: list[bytes] = []
+        self.error = error
+
+    def send(self, data) -> None:
+        self.sent.append(bytes(data))
+
+    def recv(self, _n: int) -> bytes:
+        from pyroute2.netlink import nlmsg, nlmsgerr
+
+        req = nlmsg(self.sent[-1])
+        req.decode()
+        ack = nlmsgerr()
+        ack["header"]["type"] = 2  # NLMSG_ERROR
+        ack["header"]["sequence_number"] = req["header"]["sequence_number"]
+        ack["error"] = -self.error
+        ack.encode()
+        return bytes(ack.data) + (self.sent[-1] if self.error else b"")
+
+
+def _rtnl(error: int = 0) -> kernel.Rtnl:
+    rt = kernel.Rtnl.__new__(kernel.Rtnl)
+    rt.where, rt.seq, rt.sock, rt.rt = "", 0, _Capture(error), kernel._rtnl_codec()
+    return rt
+
+
+def _sent_by(method: str, *args) -> dict:
+    """The message Rtnl.<method> sends, as pyroute2 decodes it back."""
+    from pyroute2.netlink.rtnl.marshal import MarshalRtnl
+
+    rt = _rtnl()
+    getattr(rt, method)(*args)
+    (data,) = rt.sock.sent
+    (msg,) = MarshalRtnl().parse(data)
+    assert msg["header"]["length"] == len(data) and msg["header"]["flags"] & 0x5 == 0x5
+    return msg
+
+
+def test_rtnetlink_messages_are_pyroute2s():
+    veth = _sent_by("add_veth", "veth0a", "eth0", 7, 1450, 3)
+    assert veth["header"]["type"] == 16 and veth["header"]["flags"] & 0x600 == 0x600
+    assert (veth["flags"], veth["change"]) == (1, 1)
+    assert [veth.get_attr(a) for a in ("IFLA_IFNAME", "IFLA_MTU", "IFLA_MASTER")] \
+        == ["veth0a", 1450, 3]
+    info = veth.get_attr("IFLA_LINKINFO")
+    assert info.get_attr("IFLA_INFO_KIND") == "veth"
+    peer = info.get_attr("IFLA_INFO_DATA").get_attr("VETH_INFO_PEER")
+    assert [peer.get_attr(a) for a in ("IFLA_IFNAME", "IFLA_MTU", "IFLA_NET_NS_FD")] \
+        == ["eth0", 1450, 7]
+    hp = _sent_by("set_hairpin", 9)
+    assert (hp["header"]["type"], hp["family"], hp["index"]) == (19, socket.AF_BRIDGE, 9)
+    assert hp.get_attr("IFLA_PROTINFO").get_attr("IFLA_BRPORT_MODE") == 1
+    # the bridge reads an IFLA_PROTINFO without NLA_F_NESTED as a port state
+    assert struct.unpack_from("=HH", hp.data, 32)[1] == 12 | 0x8000
+    addr = _sent_by("add_addr", 5, "10.1.2.3", 24)
+    assert (addr["family"], addr["prefixlen"], addr["index"]) == (2, 24, 5)
+    assert addr.get_attr("IFA_LOCAL") == addr.get_attr("IFA_ADDRESS") == "10.1.2.3"
+    route = _sent_by("add_default_route", "10.1.2.1", 5)
+    assert (route["dst_len"], route["table"], route["type"]) == (0, 254, 1)
+    assert (route.get_attr("RTA_GATEWAY"), route.get_attr("RTA_OIF")) == ("10.1.2.1", 5)
+    up = _sent_by("link_up", 4)
+    assert (up["header"]["type"], up["index"], up["flags"], up["change"]) == (16, 4, 1, 1)
+
+
+def test_rtnetlink_errors_name_the_object():
+    with pytest.raises(AlreadyExists, match=r"^create veth v1/eth0 in pod x: File exists$"):
+        rt = _rtnl(errno.EEXIST)
+        rt.where = " in pod x"
+        rt.add_veth("v1", "eth0", 7, 1450, 3)
+    assert _rtnl(errno.ENODEV).link_index("v1") is None
+    assert _rtnl(errno.ENODEV).delete_link("v1") is False
+    with pytest.raises(KernelError, match="add default route via 10.0.0.1: Network is unreachable"):
+        _rtnl(errno.ENETUNREACH).add_default_route("10.0.0.1", 2)
 
 
 def test_raw_rtnetlink_reads_links_without_root():

@@ -122,7 +122,14 @@ def test_down_without_run_dir_and_etcd_dead(make_lab):
     os.kill(kernel.read_pid(names.pid_file(lab.name, "etcd")), signal.SIGKILL)
     import shutil
 
-    shutil.rmtree(names.run_dir(lab.name))
+    # The agents are still running and may be writing into the run directory: remove it
+    # until it stays gone, as a crash or an over-eager cleanup would leave things.
+    for _ in range(20):
+        shutil.rmtree(names.run_dir(lab.name), ignore_errors=True)
+        if not names.run_dir(lab.name).exists():
+            break
+        time.sleep(0.05)
+    assert not (names.run_dir(lab.name) / "lab.yaml").exists()
     lab.down("--purge")
     assert leftovers(lab.name) == {"namespaces": [], "processes": [], "run_dir": False, "mounts": []}
 

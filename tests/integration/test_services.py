@@ -239,7 +239,8 @@ def test_service_without_endpoints_is_refused_at_once(lab, source):
     p = sh(lab, source, f"curl -s -m 5 http://{ip}:80/")
     took = time.monotonic() - t0
     assert p.returncode == 7, p  # "couldn't connect": refused, not timed out (28)
-    assert took < 1.0, took
+    # well before curl's 5 s limit (the bound includes starting the netlab CLI for exec)
+    assert took < 4.0, took
 
 
 def test_udp_service(lab):

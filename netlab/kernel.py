@@ -136,6 +136,14 @@ def netns_list(prefix: str = "") -> list[str]:
         return []
 
 
+def is_mount_point(path: Path) -> bool:
+    """True if `path` is a mount point in this process's mount namespace (bind mounts too,
+    which os.path.ismount misses when source and target share a file system)."""
+    target = str(path)
+    with open("/proc/self/mountinfo") as f:  # noqa: PTH123
+        return any(line.split()[4] == target for line in f)
+
+
 def pid_netns_inode(pid: int) -> int | None:
     try:
         return os.stat(f"/proc/{pid}/ns/net").st_ino

@@ -365,6 +365,10 @@ class FlannelRole(Reconciler):
             self.nl.ensure_addr(dev, addr, plen)
 
     def _write_subnet_env(self, config: fl.NetworkConfig, subnet: IPv4Network, mtu: int) -> None:
+        # /run/flannel must be this node's private bind mount: never write the host's.
+        if not kernel.is_mount_point(names.FLANNEL_RUN):
+            raise kernel.KernelError(f"{names.FLANNEL_RUN} is not this node's private mount; "
+                              "the agent must be started by `netlab up`")
         text = fl.subnet_env(config, subnet, mtu, self.lab.flannel.ip_masq)
         try:
             if self.subnet_env.read_text() == text:

@@ -10,6 +10,7 @@ write path.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
@@ -100,7 +101,19 @@ def netns_create(name: str) -> bool:
         netns_delete(name)
     _pyroute2()
     try:
-        _netns.create(name)
+        if threading.current_thread() is threading.main_thread():
+            # pyroute2's create() forks (unsafe beside gRPC threads): unshare this thread
+            # instead, pin /proc/self/ns/net (the main thread's), and come back.
+            home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                _netns._create(name)
+            finally:
+                _libc_ok(_libc.setns(home, _CLONE_NEWNET), "return to our own network namespace")
+                os.close(home)
+        else:
+            _netns.create(name)
+    except KernelError:
+        raise
     except Exception as e:  # noqa: BLE001 - pyroute2 raises OSError or its own errors
         raise _fail(f"create network namespace {name}", e) from None
     return True
@@ -159,6 +172,27 @@ def pids_in_netns(name: str) -> list[int]:
     return [pid for pid in _all_pids() if pid_netns_inode(pid) == ino]
 
 
+@contextlib.contextmanager
+def in_netns(name: str):
+    """Run the body with this thread inside network namespace `name`, then come back."""
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        try:
+            fd = os.open(netns_path(name), os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise NotFound(f"network namespace {name} not found") from None
+        try:
+            _libc_ok(_libc.setns(fd, _CLONE_NEWNET), f"enter network namespace {name}")
+        finally:
+            os.close(fd)
+        try:
+            yield
+        finally:
+            _libc_ok(_libc.setns(home, _CLONE_NEWNET), "return to our own network namespace")
+    finally:
+        os.close(home)
+
+
 def ns_exec_prefix(netns: str | None) -> list[str]:
     return [] if netns is None else ["nsenter", f"--net={netns_path(netns)}", "--"]
 
@@ -172,7 +206,16 @@ class Netlink:
         where = f"namespace {netns}" if netns else "this namespace"
         _pyroute2()
         try:
-            self.ipr = IPRoute(netns=netns) if netns else IPRoute()
+            if netns:
+                # IPRoute(netns=...) forks a helper; a fork in a process with gRPC threads (the
+                # etcd client) can deadlock. Open the socket from inside the namespace instead:
+                # setns() moves only this thread, and the socket stays bound there.
+                with in_netns(netns):
+                    self.ipr = IPRoute()
+            else:
+                self.ipr = IPRoute()
+        except KernelError:
+            raise
         except Exception as e:  # noqa: BLE001
             raise _fail(f"open netlink socket in {where}", e) from None
 

@@ -68,26 +68,12 @@ def _list(args: "cli.GetArgs", one, many) -> list[dict]:
         st.close()
 
 
-def _print(args: "cli.GetArgs", items: list[dict], headers: list[str], rows: list[list]) -> None:
-    if args.fmt in ("json", "yaml"):
-        output.dump(items[0] if args.name else output.as_list(items), args.fmt)
-        return
-    if not items:
-        where = "any namespace" if args.all_namespaces else f"{args.namespace} namespace"
-        output.err.print(f"No resources found in {where}.")
-        return
-    if args.all_namespaces:
-        headers = ["NAMESPACE", *headers]
-        rows = [[i["metadata"]["namespace"], *r] for i, r in zip(items, rows)]
-    output.table(headers, rows)
-
-
 def get_services(args: "cli.GetArgs") -> None:
     from netlab import services
 
     items = _list(args, services.get, services.list_services)
     wide = args.fmt == "wide"
-    _print(args, items, SVC_HEADERS + (["SELECTOR"] if wide else []),
+    output.print_list(args, items, SVC_HEADERS + (["SELECTOR"] if wide else []),
            [services.service_row(s, wide) for s in items])
 
 
@@ -95,7 +81,7 @@ def get_endpoints(args: "cli.GetArgs") -> None:
     from netlab import services
 
     items = _list(args, services.get_endpoints, services.list_endpoints)
-    _print(args, items, EP_HEADERS, [services.endpoints_row(e) for e in items])
+    output.print_list(args, items, EP_HEADERS, [services.endpoints_row(e) for e in items])
 
 
 def delete_service(args: "cli.DeleteArgs") -> None:

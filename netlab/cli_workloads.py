@@ -82,20 +82,9 @@ def get_deployments(args: "cli.GetArgs") -> None:
             items = deployments.list_deployments(st, None if args.all_namespaces else args.namespace)
     finally:
         st.close()
-    if args.fmt in ("json", "yaml"):
-        output.dump(items[0] if args.name else output.as_list(items), args.fmt)
-        return
-    if not items:
-        where = "any namespace" if args.all_namespaces else f"{args.namespace} namespace"
-        output.err.print(f"No resources found in {where}.")
-        return
     wide = args.fmt == "wide"
     headers = deployments.WIDE_HEADERS if wide else deployments.HEADERS
-    rows = [deployments.row(d, wide) for d in items]
-    if args.all_namespaces:
-        headers = ["NAMESPACE", *headers]
-        rows = [[d["metadata"]["namespace"], *r] for d, r in zip(items, rows)]
-    output.table(headers, rows)
+    output.print_list(args, items, headers, [deployments.row(d, wide) for d in items])
 
 
 def delete_deployment(args: "cli.DeleteArgs") -> None:

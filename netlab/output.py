@@ -50,3 +50,18 @@ def age(ts: float | str | None) -> str:
     if s < 172800:
         return f"{s // 3600}h"
     return f"{s // 86400}d"
+
+
+def print_list(args, items: list[dict], headers: list[str], rows: list[list]) -> None:
+    """What `get KIND` prints: the object(s) as json/yaml, or kubectl's table (-A adds NAMESPACE)."""
+    if args.fmt in ("json", "yaml"):
+        dump(items[0] if args.name else as_list(items), args.fmt)
+        return
+    if not items:
+        where = "any namespace" if args.all_namespaces else f"{args.namespace} namespace"
+        err.print(f"No resources found in {where}.")
+        return
+    if args.all_namespaces:
+        headers = ["NAMESPACE", *headers]
+        rows = [[i["metadata"]["namespace"], *r] for i, r in zip(items, rows)]
+    table(headers, rows)

@@ -89,9 +89,8 @@ def _manifest() -> list[dict]:
 @contextlib.contextmanager
 def in_lab() -> Iterator[dict[str, tuple[None, list[str], str]]]:
     """iperf3 server in a pod on kub-node-1; client pods on the same node and on kub-node-2."""
-    from netlab import names
-
     from bench.common import store
+    from netlab import names
 
     with lab(LAB, 2) as path:
         m = path.with_name("iperf.yaml")

@@ -1,7 +1,7 @@
 """Network programming latency: from an etcd write until the kernel state is on every node.
 
 In a bench lab with W workers, three kinds of change, each repeated `changes` times:
-  - service created (netlab.services.create, the API server's own write) until every
+  - service created (netlab.api.services.create, the API server's own write) until every
     worker's kube-proxy reports rules at that revision or later;
   - endpoints changed (one address replaced, a plain etcd put) until the same;
   - flannel lease added (a lease key as flanneld writes it) until the route to its subnet
@@ -104,10 +104,9 @@ def _summary(ms: list[float]) -> dict:
 
 def _profile_leases(name, labo, st, key, node_ns, changes: int = 20) -> dict | None:
     """py-spy on every agent while 20 more leases come and go (not timed)."""
-    from netlab import flannel_leases as fl
-    from netlab.lifecycle import agent_pid
-
     from bench import profile
+    from netlab.lab.running import agent_pid
+    from netlab.plan import flannel_leases as fl
 
     if not profile.available():
         return None
@@ -127,9 +126,10 @@ def _profile_leases(name, labo, st, key, node_ns, changes: int = 20) -> dict | N
 
 
 def run(workers: int, changes: int) -> dict:
-    from netlab import flannel_leases as fl
-    from netlab import names, services, store
-    from netlab.lifecycle import load_running_lab
+    from netlab import names, store
+    from netlab.api import services
+    from netlab.lab.running import load_running_lab
+    from netlab.plan import flannel_leases as fl
     from netlab.store import Store
 
     name = f"benchlat{workers}"

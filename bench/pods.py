@@ -62,7 +62,8 @@ def _pod_namespaces() -> list[str]:
 
 
 def netlab_pods(n: int, prof: bool = False) -> dict:
-    from netlab import kernel, lifecycle
+    from netlab.kernel import proc
+    from netlab.lab import running
 
     doc = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "bench", "namespace": "default"},
            "spec": {"replicas": n, "selector": {"matchLabels": {"app": "bench"}},
@@ -77,7 +78,7 @@ def netlab_pods(n: int, prof: bool = False) -> dict:
         if prof:
             from bench import profile
 
-            pids = [lifecycle.agent_pid(LAB, node.name) for node in lifecycle.load_running_lab(LAB).nodes]
+            pids = [running.agent_pid(LAB, node.name) for node in running.load_running_lab(LAB).nodes]
             h = profile.start_pids([p for p in pids if p])
             cli = profile.record_cmd([PY, "-m", "netlab", "apply", "-f", str(manifest), "--timeout", str(max(120, n))])
             agents = h.stop()
@@ -92,13 +93,13 @@ def netlab_pods(n: int, prof: bool = False) -> dict:
         by_ino = _netns_inode_map()
         pod_pids = [p for ns in nss for p in by_ino.get(os.stat(f"/run/netns/{ns}").st_ino, [])]
         rss = sum(status_kib(p) for p in pod_pids)
-        agents = {node.name: lifecycle.agent_pid(LAB, node.name) for node in lifecycle.load_running_lab(LAB).nodes}
+        agents = {node.name: running.agent_pid(LAB, node.name) for node in running.load_running_lab(LAB).nodes}
         t0 = time.perf_counter()
         sh(PY, "-m", "netlab", "delete", "deployment", "bench", timeout=max(300, 3 * n), check=False)
         deadline = time.monotonic() + max(120, n / 2)
         # Gone = namespace unpinned and every pod process exited (a zombie waiting for its
         # parent to reap it counts as exited).
-        while _pod_namespaces() or any(kernel.pid_alive(p) for p in pod_pids):
+        while _pod_namespaces() or any(proc.pid_alive(p) for p in pod_pids):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{len(_pod_namespaces())} pods still there after delete")
             time.sleep(0.02)

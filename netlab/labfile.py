@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import sys
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -16,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from netlab import names
-from netlab.errors import UsageError
+from netlab.errors import LabNotUp, UsageError
 
 SUPPORTED_WORKLOAD_KINDS = {("apps/v1", "Deployment"), ("v1", "Service"), ("v1", "Pod")}
 
@@ -381,8 +382,6 @@ def load_lab(path: str | Path | None) -> Lab:
     if path is None:
         return parse_lab(default_lab_text(), "default lab")
     if str(path) == "-":
-        import sys
-
         return parse_lab(sys.stdin.read(), "<stdin>")
     p = Path(path)
     try:
@@ -390,3 +389,14 @@ def load_lab(path: str | Path | None) -> Lab:
     except OSError as e:
         raise UsageError(f"-f {path}: {e.strerror}") from None
     return parse_lab(text, str(path))
+
+
+def load_running(lab: str) -> Lab:
+    """The running lab's copy (/run/netlab/<lab>/lab.yaml, with runtime node changes): what
+    the CLI, the host side and every agent read. LabNotUp if the lab is not up."""
+    p = names.lab_copy(lab)
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise LabNotUp(f"lab '{lab}' is not up (no {p}); start it with `netlab up`") from None
+    return parse_lab(text, str(p))

@@ -318,6 +318,17 @@ class Store:
         except Exception:  # noqa: BLE001 - the watch may already be gone with the connection
             pass
 
+    def wait(self, prefix: str, done: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
+        """Until done() is true, looking again every `interval` seconds; False if `timeout`
+        passed first. (`prefix`: what done() reads; a watch-based wait is still to come.)"""
+        deadline = time.monotonic() + timeout
+        while True:
+            if done():
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(interval)
+
     def lease(self, ttl: int):
         return self._call(self.client.lease, ttl)
 

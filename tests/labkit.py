@@ -17,7 +17,8 @@ from pathlib import Path
 
 import yaml
 
-from netlab import kernel, labfile, names
+from netlab import labfile, names
+from netlab.kernel import netns, proc
 
 PY = sys.executable
 
@@ -85,8 +86,8 @@ def leftovers(lab: str) -> dict:
     mounts = [l for l in Path("/proc/self/mountinfo").read_text().splitlines()
               if f"/run/netns/{lab}-" in l or f"/run/netlab/{lab}" in l]
     return {
-        "namespaces": kernel.netns_list(names.ns_prefix(lab)),
-        "processes": kernel.lab_pids(lab),
+        "namespaces": netns.netns_list(names.ns_prefix(lab)),
+        "processes": proc.lab_pids(lab),
         "run_dir": names.run_dir(lab).exists(),
         "mounts": mounts,
     }

@@ -9,12 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 import traceback
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from netlab.agent.node import Agent
 
 
 class Reconciler:
@@ -23,7 +18,7 @@ class Reconciler:
     resync_seconds = 10.0
     retry_seconds = 1.0
 
-    def __init__(self, agent: "Agent"):
+    def __init__(self, agent):  # netlab.agent.node.Agent (not imported: it imports the roles)
         self.agent = agent
         self.log = logging.getLogger(f"netlab.{self.name}")
         self._dirty = threading.Event()
@@ -82,12 +77,3 @@ class Reconciler:
             self.shutdown()
         except Exception:  # noqa: BLE001
             self.log.error("shutdown: %s", traceback.format_exc())
-
-
-def wait_until(pred, timeout: float, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(interval)
-    return pred()

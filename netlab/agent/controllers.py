@@ -1,19 +1,18 @@
-"""The master's controller manager: runs each controller module that exists.
+"""The master's controller manager: runs the scheduler and the deployment, endpoints and
+node lifecycle controllers.
 
-Controllers (scheduler, deployments, endpoints, node lifecycle) are Reconcilers of their own, one module
-each under netlab/agent/; this role only starts them on the master.
+Each controller is a Reconciler of its own, one module each under netlab/agent/; this role
+only starts them on the master.
 """
 
 from __future__ import annotations
 
-import importlib
+from netlab.agent.deployments import DeploymentController
+from netlab.agent.endpoints import EndpointsController
+from netlab.agent.nodelifecycle import NodeLifecycleController
+from netlab.agent.scheduler import SchedulerController
 
-CONTROLLERS = (
-    ("netlab.agent.scheduler", "SchedulerController"),
-    ("netlab.agent.deployments", "DeploymentController"),
-    ("netlab.agent.endpoints", "EndpointsController"),
-    ("netlab.agent.nodelifecycle", "NodeLifecycleController"),
-)
+CONTROLLERS = (SchedulerController, DeploymentController, EndpointsController, NodeLifecycleController)
 
 
 class ControllersRole:
@@ -21,15 +20,7 @@ class ControllersRole:
 
     def __init__(self, agent):
         self.agent = agent
-        self.controllers = []
-        for mod_name, cls_name in CONTROLLERS:
-            try:
-                mod = importlib.import_module(mod_name)
-            except ModuleNotFoundError as e:
-                if e.name == mod_name:
-                    continue
-                raise
-            self.controllers.append(getattr(mod, cls_name)(agent))
+        self.controllers = [cls(agent) for cls in CONTROLLERS]
 
         class _Joiner:
             def join(inner, timeout=None):

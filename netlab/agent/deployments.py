@@ -5,17 +5,19 @@ a deleted or Failed pod is replaced by a new pod (a new name, usually a new IP),
 are deleted, pods of an older template are replaced (rolling: old ready pods stay until the
 new ones are ready), pods whose deployment is gone are garbage-collected, and the status
 (replicas, updatedReplicas, readyReplicas, availableReplicas) is written back. Pod names and
-the pod built from the template come from netlab/deployments.py; pods are created and
-deleted through netlab/pods.py, and bound to nodes by the scheduler.
+the pod built from the template come from netlab/plan/deployments.py; pods are created and
+deleted through netlab/api/pods.py, and bound to nodes by the scheduler.
 """
 
 from __future__ import annotations
 
 import copy
 
-from netlab import deployments as dl
 from netlab import store
 from netlab.agent.base import Reconciler
+from netlab.api import pods
+from netlab.api.meta import pod_gone, pod_ready
+from netlab.plan import deployments as dl
 
 _PHASE_RANK = {"Pending": 0, "Unknown": 1, "Running": 2}
 
@@ -27,7 +29,7 @@ def deletion_order(pod_item, colocated: dict[str, int] | None = None) -> tuple:
     p = pod_item.value
     node = p.get("spec", {}).get("nodeName")
     return (bool(node), _PHASE_RANK.get((p.get("status") or {}).get("phase"), 0),
-            dl.pod_ready(p), -(colocated or {}).get(node, 0), -pod_item.create_revision)
+            pod_ready(p), -(colocated or {}).get(node, 0), -pod_item.create_revision)
 
 
 def plan(dep: dict, owned: list) -> tuple[int, list, dict]:
@@ -38,7 +40,7 @@ def plan(dep: dict, owned: list) -> tuple[int, list, dict]:
     want = dep["spec"]["replicas"]
     thash = dl.template_hash(dep["spec"]["template"])
     finished = [i for i in owned if (i.value.get("status") or {}).get("phase") in ("Failed", "Succeeded")]
-    alive = [i for i in owned if not dl.pod_gone(i.value)]
+    alive = [i for i in owned if not pod_gone(i.value)]
     new = [i for i in alive if i.value["metadata"].get("labels", {}).get(dl.HASH_LABEL) == thash]
     old = [i for i in alive if i not in new]
     delete = list(finished)  # replaced below, like any missing pod
@@ -50,13 +52,13 @@ def plan(dep: dict, owned: list) -> tuple[int, list, dict]:
             per_node[n] = per_node.get(n, 0) + 1
         delete += sorted(new, key=lambda i: deletion_order(i, per_node))[:len(new) - want]
     # Rolling update: keep just enough ready old pods to cover the new ones not yet ready.
-    ready_new = sum(dl.pod_ready(i.value) for i in new)
+    ready_new = sum(pod_ready(i.value) for i in new)
     keep_old = max(0, min(want, len(new)) - ready_new) if new else want
     old_sorted = sorted(old, key=deletion_order, reverse=True)  # best (ready, running) first
-    kept = [i for i in old_sorted if dl.pod_ready(i.value)][:keep_old]
+    kept = [i for i in old_sorted if pod_ready(i.value)][:keep_old]
     delete += [i for i in old if i not in kept]
 
-    ready = sum(dl.pod_ready(i.value) for i in alive)
+    ready = sum(pod_ready(i.value) for i in alive)
     status = {
         "observedGeneration": dep["metadata"].get("generation", 1),
         "replicas": len(alive),
@@ -125,8 +127,6 @@ class DeploymentController(Reconciler):
                 self.kick()
 
     def _create(self, dep: dict) -> None:
-        from netlab import pods
-
         for _ in range(10):  # a name clash of the 5 random characters: draw again
             pod = dl.pod_from_template(dep, dl.random_suffix())
             try:
@@ -138,6 +138,4 @@ class DeploymentController(Reconciler):
         raise RuntimeError(f"deployment {dep['metadata']['name']}: no free pod name after 10 tries")
 
     def _delete(self, pod: dict) -> None:
-        from netlab import pods
-
         pods.delete_pod(self.agent.store, pod["metadata"]["namespace"], pod["metadata"]["name"])

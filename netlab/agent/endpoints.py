@@ -15,18 +15,11 @@ from typing import Any
 
 from netlab import store
 from netlab.agent.base import Reconciler
-
-
-def pod_ready(pod: dict) -> bool:
-    st = pod.get("status") or {}
-    return st.get("phase") == "Running" and any(
-        c.get("type") == "Ready" and c.get("status") == "True" for c in st.get("conditions") or [])
+from netlab.api.meta import matches, pod_gone, pod_ready
 
 
 def _usable(pod: dict) -> bool:
-    st = pod.get("status") or {}
-    return (bool(st.get("podIP")) and st.get("phase") not in ("Succeeded", "Failed")
-            and not (pod.get("metadata") or {}).get("deletionTimestamp"))
+    return bool((pod.get("status") or {}).get("podIP")) and not pod_gone(pod)
 
 
 def resolve_port(pod: dict, target: Any, protocol: str) -> int | None:
@@ -50,7 +43,7 @@ def build_subsets(svc: dict, pods: list[dict]) -> list[dict]:
         if pm.get("namespace", "default") != meta["namespace"] or not _usable(pod):
             continue
         labels = pm.get("labels") or {}
-        if not all(labels.get(k) == v for k, v in selector.items()):
+        if not matches(selector, labels):
             continue
         ports = []
         for sp in spec.get("ports") or []:

@@ -9,7 +9,7 @@ switch) with the node's own /run/flannel. It owns:
     the route <subnet> via <subnet>.0 onlink; kernel entries matching no lease are removed;
   - flannel's FLANNEL-POSTRTG (ip-masq) and FLANNEL-FWD iptables chains.
 The pure parts (which rules, which entries) are functions at the top; subnet choice and
-lease JSON come from netlab.flannel_leases.
+lease JSON come from netlab.plan.flannel_leases.
 """
 
 from __future__ import annotations
@@ -22,9 +22,11 @@ import time
 from dataclasses import dataclass
 from ipaddress import IPv4Network
 
-from netlab import flannel_leases as fl
-from netlab import kernel, names, store
+from netlab import names, store
 from netlab.agent.base import Reconciler
+from netlab.errors import KernelError
+from netlab.kernel import iptables, netlink, netns
+from netlab.plan import flannel_leases as fl
 from netlab.store import Store
 
 BRIDGE = "docker0"
@@ -231,7 +233,7 @@ class FlannelRole(Reconciler):
         self.node = agent.node
         self.vtep_mac = fl.vtep_mac(f"{self.lab.name}/{self.node.name}")
         self.held: Held | None = None
-        self.nl: kernel.Netlink | None = None
+        self.nl: netlink.Netlink | None = None
         self._local_key = None
         self._local_checked = 0.0
         self._t0 = 0.0  # when the running reconcile started (for the log's latency figure)
@@ -245,7 +247,7 @@ class FlannelRole(Reconciler):
 
     def setup(self) -> None:
         if self.nl is None:
-            self.nl = kernel.Netlink()
+            self.nl = netlink.Netlink()
         if not self._keepalive.is_alive():
             self._keepalive.start()
 
@@ -366,8 +368,8 @@ class FlannelRole(Reconciler):
 
     def _write_subnet_env(self, config: fl.NetworkConfig, subnet: IPv4Network, mtu: int) -> None:
         # /run/flannel must be this node's private bind mount: never write the host's.
-        if not kernel.is_mount_point(names.FLANNEL_RUN):
-            raise kernel.KernelError(f"{names.FLANNEL_RUN} is not this node's private mount; "
+        if not netns.is_mount_point(names.FLANNEL_RUN):
+            raise KernelError(f"{names.FLANNEL_RUN} is not this node's private mount; "
                               "the agent must be started by `netlab up`")
         text = fl.subnet_env(config, subnet, mtu, self.lab.flannel.ip_masq)
         try:
@@ -409,9 +411,9 @@ class FlannelRole(Reconciler):
     # -- iptables ------------------------------------------------------------------
     def _ensure_iptables(self, network: IPv4Network, subnet: IPv4Network) -> None:
         chains = desired_chains(network, subnet, self.lab.flannel.ip_masq)
-        saved = {t: kernel.iptables_save(None, t) for t in chains}
+        saved = {t: iptables.iptables_save(None, t) for t in chains}
         if any(chain_rules(saved[t], c) != rules for t, (c, rules) in chains.items()):
-            kernel.iptables_restore(None, restore_text(chains))
+            iptables.iptables_restore(None, restore_text(chains))
             self.log.info("wrote %s", ", ".join(c for c, _ in chains.values()))
         for table in chains:
             self._ensure_jump_once(table, saved[table])
@@ -421,11 +423,11 @@ class FlannelRole(Reconciler):
         rule = save_form(chain, spec)
         count = sum(1 for l in saved.splitlines() if l == rule)
         for _ in range(count - 1):
-            kernel.iptables(None, "-t", table, "-D", chain, *spec)
-        if count == 0 and kernel.iptables(None, "-t", table, "-C", chain, *spec).returncode != 0:
-            r = kernel.iptables(None, "-t", table, "-A", chain, *spec)
+            iptables.iptables(None, "-t", table, "-D", chain, *spec)
+        if count == 0 and iptables.iptables(None, "-t", table, "-C", chain, *spec).returncode != 0:
+            r = iptables.iptables(None, "-t", table, "-A", chain, *spec)
             if r.returncode != 0:
-                raise kernel.KernelError(f"iptables -t {table} -A {chain}: {r.stderr.strip()}")
+                raise KernelError(f"iptables -t {table} -A {chain}: {r.stderr.strip()}")
 
     # -- node object -----------------------------------------------------------------
     def _ensure_pod_cidr(self, subnet: IPv4Network) -> None:

@@ -7,14 +7,19 @@ what `netlab get nodes` reads as Ready/NotReady.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import signal
 import threading
 import time
 
-from netlab import names, store
-from netlab.labfile import Lab, parse_lab
+from netlab import labfile, store
+from netlab.agent.controllers import ControllersRole
+from netlab.agent.flannel import FlannelRole
+from netlab.agent.kubelet import KubeletRole
+from netlab.agent.proxy import ProxyRole
+from netlab.labfile import Lab
 from netlab.store import Store
 
 HEARTBEAT = 2.0
@@ -68,26 +73,13 @@ class Agent:
 
     # roles -----------------------------------------------------------------
     def build_roles(self) -> list:
-        roles = []
-        # Imported lazily: each role module is optional until its issue lands.
-        role_specs = []
+        roles: list = []
         if self.node.name in [n.name for n in self.lab.flannel_nodes()]:
-            role_specs.append(("netlab.agent.flannel", "FlannelRole"))
+            roles.append(FlannelRole(self))
         if self.node.role == "worker":
-            role_specs.append(("netlab.agent.kubelet", "KubeletRole"))
-            role_specs.append(("netlab.agent.proxy", "ProxyRole"))
+            roles += [KubeletRole(self), ProxyRole(self)]
         else:
-            role_specs.append(("netlab.agent.controllers", "ControllersRole"))
-        import importlib
-
-        for mod_name, cls_name in role_specs:
-            try:
-                mod = importlib.import_module(mod_name)
-            except ModuleNotFoundError as e:
-                if e.name == mod_name:
-                    continue
-                raise
-            roles.append(getattr(mod, cls_name)(self))
+            roles.append(ControllersRole(self))
         return roles
 
     def _heartbeats(self) -> None:
@@ -131,13 +123,11 @@ class Agent:
 
 
 def main(argv: list[str] | None = None) -> None:
-    import argparse
-
     ap = argparse.ArgumentParser(prog="netlab-agent")
     ap.add_argument("--lab", required=True)
     ap.add_argument("--node", required=True)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    lab = parse_lab(names.lab_copy(args.lab).read_text(), str(names.lab_copy(args.lab)))
+    lab = labfile.load_running(args.lab)
     Agent(lab, args.node).run()

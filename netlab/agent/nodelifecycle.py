@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import time
 
-from netlab import nodecontrol, store
+from netlab import store
 from netlab.agent.base import Reconciler
+from netlab.api.meta import fresh
+from netlab.api.nodes import evict
 
 
 class NodeLifecycleController(Reconciler):
@@ -35,7 +37,7 @@ class NodeLifecycleController(Reconciler):
             renew = float((it.value.get("spec") or {}).get("renewTime") or 0)
             if node not in self.seen or self.seen[node][0] != renew:
                 self.seen[node] = (renew, now)
-        stale = {n for n, (_, seen_at) in self.seen.items() if now - seen_at > self.grace}
+        stale = {n for n, (_, seen_at) in self.seen.items() if not fresh(seen_at, now, self.grace)}
         for n in stale - self.not_ready:
             self.log.warning("node %s: no heartbeat for %.0fs: NotReady, evicting its pods", n, self.grace)
         for n in self.not_ready - stale:
@@ -53,6 +55,6 @@ class NodeLifecycleController(Reconciler):
             pod = it.value
             if pod.get("spec", {}).get("nodeName") in stale:
                 # Only if unchanged since we read it: never evict a pod rebound meanwhile.
-                if nodecontrol.evict(st, it):
+                if evict(st, it):
                     self.log.info("evicted pod %s/%s from NotReady node %s", pod["metadata"]["namespace"],
                                   pod["metadata"]["name"], pod["spec"]["nodeName"])

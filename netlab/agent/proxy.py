@@ -31,10 +31,11 @@ import threading
 import time
 from typing import Any, Iterable
 
-from netlab import kernel, store
+from netlab import store
 from netlab.agent.base import Reconciler
 from netlab.errors import KernelError
-from netlab.proxy_rules import JUMPS, Endpoint, ServicePort, generate, parse_restore
+from netlab.kernel import iptables
+from netlab.plan.proxy_rules import JUMPS, Endpoint, ServicePort, generate, parse_restore
 
 PREFIX = "/registry/services/"  # specs/ and endpoints/: one watch, one consistent list
 CANARY = "KUBE-PROXY-CANARY"
@@ -245,7 +246,7 @@ class Tables:
     def has_chain(self, table: str, chain: str) -> bool:
         if self.use_iptc:
             return self._snapshot(table).is_chain(chain)
-        return kernel.iptables(None, "-t", table, "-S", chain).returncode == 0
+        return iptables.iptables(None, "-t", table, "-S", chain).returncode == 0
 
     def read(self, table: str, with_chains: bool = True) -> TableView:
         """The jumps in the built-in chains (and the chain names), from one read of the table.
@@ -264,7 +265,7 @@ class Tables:
                         if m.name == "comment":
                             jumps.add((chain, r.target.name, m.comment))
             return TableView(chains, jumps)
-        text = kernel.iptables_save(None, table)
+        text = iptables.iptables_save(None, table)
         chains = {ln[1:].split()[0] for ln in text.splitlines() if ln.startswith(":")}
         for ln in text.splitlines():
             m = re.match(r'-A (\S+) .*--comment (?:"([^"]*)"|(\S+)).* -j (\S+)', ln)
@@ -276,7 +277,7 @@ class Tables:
         """python-iptables is blind to what iptables-legacy-restore wrote (it would read
         another backend): the canaries it misses are there for iptables-legacy."""
         return self.use_iptc and all(
-            kernel.iptables(None, "-t", t, "-S", CANARY).returncode == 0 for t in TABLES)
+            iptables.iptables(None, "-t", t, "-S", CANARY).returncode == 0 for t in TABLES)
 
 
 # --------------------------------------------------------------------------- the role
@@ -397,7 +398,7 @@ class ProxyRole(Reconciler):
         text, chains = full_text(live.values(), self._chains)
         # The jumps from the built-in chains go in the same restore, only when missing.
         missing = [(t, c, a) for t, c, a in JUMPS if _jump_key(c, a) not in views[t].jumps]
-        kernel.iptables_restore(None, with_jumps(text, missing))
+        iptables.iptables_restore(None, with_jumps(text, missing))
         self._chains = chains
         if self._last_full:
             # Not on the first sync after a start: we do not know what flows the rules
@@ -415,7 +416,7 @@ class ProxyRole(Reconciler):
         if changes:
             text, made, gone = partial_text(changes)
             if text:
-                kernel.iptables_restore(None, text)
+                iptables.iptables_restore(None, text)
             for t in TABLES:
                 self._chains[t] = (self._chains[t] | made[t]) - gone[t]
             old = {k: self._applied.get(k) for k in inputs}
@@ -433,7 +434,7 @@ class ProxyRole(Reconciler):
                 continue
             for filt in stale_udp_flows(old.get(k), new.get(k)):
                 try:
-                    n = kernel.conntrack_delete(None, *filt)
+                    n = iptables.conntrack_delete(None, *filt)
                     if n:
                         self.log.info("conntrack: dropped %d stale flows (%s)", n, " ".join(filt))
                 except KernelError as e:

@@ -13,17 +13,9 @@ from collections import Counter
 
 from netlab import store
 from netlab.agent.base import Reconciler
+from netlab.api.meta import node_ready
 
 ROLE_WORKER = "node-role.kubernetes.io/worker"
-
-
-def _lease_ready(lease: dict | None, now: float, grace: float) -> bool:
-    try:
-        from netlab.nodecontrol import lease_ready
-    except ImportError:  # the node lifecycle's module is optional
-        renew = ((lease or {}).get("spec") or {}).get("renewTime")
-        return isinstance(renew, (int, float)) and now - renew <= grace
-    return lease_ready(lease, now, grace)
 
 
 def choose(ready: list[str], load: Counter) -> str:
@@ -73,7 +65,7 @@ class SchedulerController(Reconciler):
 
     def ready_workers(self) -> list[str]:
         st = self.agent.store
-        grace = float(getattr(self.agent.lab, "node_monitor_grace_period", 10))
+        grace = float(self.agent.lab.node_monitor_grace_period)
         leases = {it.key.rsplit("/", 1)[1]: it.value for it in st.list(store.NODE_LEASES)}
         now = time.time()
         out = []
@@ -84,6 +76,6 @@ class SchedulerController(Reconciler):
             meta = node.get("metadata") or {}
             if ROLE_WORKER not in (meta.get("labels") or {}) or (node.get("spec") or {}).get("unschedulable"):
                 continue
-            if _lease_ready(leases.get(meta.get("name")), now, grace):
+            if node_ready(leases.get(meta.get("name")), now, grace):
                 out.append(meta["name"])
         return sorted(out)

@@ -20,7 +20,8 @@ from collections import Counter
 import pytest
 import yaml
 
-from netlab import names, pods
+from netlab import names
+from netlab.api import meta
 from tests.labkit import PY, Lab, wait_for
 
 NODE_IP = {"kub-node-0": "172.23.100.4", "kub-node-1": "172.23.100.5", "kub-node-2": "172.23.100.6"}
@@ -101,7 +102,7 @@ def nginx_pods(lab: Lab) -> list[dict]:
 
 
 def ready(p: dict) -> bool:
-    return pods.is_ready(p) and bool(p["status"].get("podIP"))
+    return meta.pod_ready(p) and bool(p["status"].get("podIP"))
 
 
 def ps_rows(lab: Lab) -> list[dict]:

@@ -15,8 +15,13 @@ import time
 import pytest
 import yaml
 
-from netlab import deployments as dl
-from netlab import kernel, names, nodes
+from netlab import names
+from netlab.api import meta
+from netlab.api import nodes as api_nodes
+from netlab.cli import output
+from netlab.kernel import netns, proc
+from netlab.lab import running as lab_running
+from netlab.plan import deployments as dl
 from tests.labkit import PY, Lab, lab_doc, leftovers, new_lab_name, wait_for
 
 GRACE = 5  # seconds without heartbeat before a node is NotReady (lab file: nodeMonitorGracePeriod)
@@ -57,7 +62,7 @@ def pods(lab: Lab, app: str = "my-nginx8") -> list[dict]:
 
 
 def running(lab: Lab, app: str = "my-nginx8") -> list[dict]:
-    return [p for p in pods(lab, app) if dl.pod_ready(p) and p["status"].get("podIP")]
+    return [p for p in pods(lab, app) if meta.pod_ready(p) and p["status"].get("podIP")]
 
 
 def deploy(lab: Lab, name: str = "my-nginx8") -> dict:
@@ -206,7 +211,7 @@ def test_delete_f_removes_exactly_what_apply_made(lab, tmp_path):
     answers = curl(lab, "kub-node-1", f"{svc['spec']['clusterIP']}:80", tries=12)
     assert len(answers) == 12 and all("web-" in a or "solo" in a for a in answers), answers
     pod_ns = [names.pod_ns(lab.name, "default", p["metadata"]["name"]) for p in web]
-    assert all(kernel.netns_exists(n) for n in pod_ns)
+    assert all(netns.netns_exists(n) for n in pod_ns)
 
     out = lab.cli("delete", "-f", str(f)).stdout.splitlines()
     assert out == ['service "web" deleted', 'deployment.apps "web" deleted', 'pod "solo" deleted']
@@ -215,7 +220,7 @@ def test_delete_f_removes_exactly_what_apply_made(lab, tmp_path):
     assert {p["metadata"]["uid"] for p in pods(lab)} == seed_pods  # the seed's pods untouched
     for node in WORKERS:
         assert "default/web" not in lab.exec(node, "iptables", "-t", "nat", "-S").stdout
-    wait_for(lambda: not any(kernel.netns_exists(n) for n in pod_ns), 20, what="web pods' namespaces removed")
+    wait_for(lambda: not any(netns.netns_exists(n) for n in pod_ns), 20, what="web pods' namespaces removed")
     p = lab.cli("delete", "-f", str(f), check=False)
     assert p.returncode == 1 and 'deployment.apps "web" not found' in p.stderr
     assert lab.cli("delete", "-f", str(f), "--ignore-not-found").returncode == 0
@@ -250,7 +255,7 @@ def test_s17_deleted_pod_is_replaced_and_the_service_keeps_answering(lab, tmp_pa
         t0 = time.monotonic()
         lab.cli("delete", "pod", victim)
         new = wait_for(lambda: [p for p in running(lab) if p["metadata"]["name"] not in old
-                                and dl.pod_ready(p)], 30, what="a replacement pod")
+                                and meta.pod_ready(p)], 30, what="a replacement pod")
         assert len(new) == 1
         replaced_after = time.monotonic() - t0
         repl = new[0]
@@ -294,7 +299,7 @@ def test_scale_2_to_6_to_1(lab):
 
     lab.cli("scale", "deployment", "my-nginx8", "--replicas", "1")
     ps = pods(lab)
-    assert len(ps) == 1 and dl.pod_ready(ps[0])
+    assert len(ps) == 1 and meta.pod_ready(ps[0])
     wait_for(lambda: endpoint_ips(lab) == {ps[0]["status"]["podIP"]}, 15, what="1 endpoint")
     assert "my-nginx8" in curl(lab, "kub-node-1", CLUSTER_IP)[0]
 
@@ -312,19 +317,24 @@ def test_node_stop_moves_its_pods_and_node_start_brings_it_back(lab):
     assert on2
     gone = {p["metadata"]["name"] for p in on2}
     gone_ns = [names.pod_ns(lab.name, "default", n) for n in gone]
-    agent = kernel.read_pid(names.pid_file(lab.name, "agent-kub-node-2"))
+    agent = proc.read_pid(names.pid_file(lab.name, "agent-kub-node-2"))
     want = deploy(lab)["spec"]["replicas"]
 
     t0 = time.monotonic()
     out = lab.cli("node", "stop", "kub-node-2").stdout
     assert out.startswith("node/kub-node-2 stopped (agent pid")
-    assert not kernel.pid_alive(agent)
-    assert not any(kernel.pids_in_netns(n) for n in gone_ns)  # its pods' processes are gone
-    assert kernel.netns_exists(names.node_ns(lab.name, "kub-node-2"))  # the "host" is still there
+    assert not proc.pid_alive(agent)
+    assert not any(proc.pids_in_netns(n) for n in gone_ns)  # its pods' processes are gone
+    assert netns.netns_exists(names.node_ns(lab.name, "kub-node-2"))  # the "host" is still there
 
     def node2_status(via_cli: bool = False):
         if not via_cli:  # what `get nodes` prints, without a Python start-up per poll
-            return nodes.row(nodes.list_nodes(lab.name, "kub-node-2")[0], False)[1]
+            running_lab, st = lab_running.open_lab(lab.name)
+            try:
+                node = api_nodes.list_nodes(st, running_lab.node_monitor_grace_period, "kub-node-2")[0]
+            finally:
+                st.close()
+            return output.node_row(node, False)[1]
         return next(l.split()[1] for l in lab.cli("get", "nodes").stdout.splitlines()[1:]
                     if l.split()[0] == "kub-node-2")
     wait_for(lambda: node2_status() == "NotReady", GRACE + 10, interval=0.1, what="kub-node-2 NotReady")
@@ -349,7 +359,7 @@ def test_node_stop_moves_its_pods_and_node_start_brings_it_back(lab):
     assert out.startswith("node/kub-node-2 started (agent pid")
     wait_for(lambda: node2_status() == "Ready", 15, what="kub-node-2 Ready again")
     # The agent cleans up the sandboxes of the pods evicted while it was away.
-    wait_for(lambda: not any(kernel.netns_exists(n) for n in gone_ns), 20,
+    wait_for(lambda: not any(netns.netns_exists(n) for n in gone_ns), 20,
              what="evicted pods' namespaces removed on kub-node-2")
     # It takes pods again: a scale-up lands there.
     lab.cli("scale", "deployment", "my-nginx8", "--replicas", str(want + 3))

@@ -24,9 +24,10 @@ from ipaddress import IPv4Network
 
 import pytest
 
-from netlab import flannel_leases as fl
-from netlab import kernel, names
+from netlab import names
 from netlab.agent import flannel as F
+from netlab.kernel import netlink, netns, proc
+from netlab.plan import flannel_leases as fl
 from tests.labkit import PY, Lab, lab_doc, leftovers, new_lab_name, wait_for
 
 TTL = 6  # the racing lab's leaseTTL
@@ -69,7 +70,7 @@ def vtep_mac_of(lab, node: str) -> str:
 
 def flannel_entries(lab, node: str) -> dict:
     """What flannel.1 carries on a node: routes, neighbours, fdb entries (read by netlink)."""
-    with kernel.Netlink(names.node_ns(lab.name, node)) as nl:
+    with netlink.Netlink(names.node_ns(lab.name, node)) as nl:
         idx = nl.index("flannel.1")
         return {
             "routes": sorted((r["dst"], r["gateway"]) for r in nl.routes() if r["oif"] == idx),
@@ -79,7 +80,7 @@ def flannel_entries(lab, node: str) -> dict:
 
 
 def agent_pid(lab, node: str) -> int:
-    return kernel.read_pid(names.pid_file(lab.name, f"agent-{node}"))
+    return proc.read_pid(names.pid_file(lab.name, f"agent-{node}"))
 
 
 def stop(pid: int, sig=signal.SIGTERM) -> None:
@@ -87,7 +88,7 @@ def stop(pid: int, sig=signal.SIGTERM) -> None:
     import os
 
     os.kill(pid, sig)
-    wait_for(lambda: not kernel.pid_alive(pid), timeout=10, interval=0.05, what=f"pid {pid} to exit")
+    wait_for(lambda: not proc.pid_alive(pid), timeout=10, interval=0.05, what=f"pid {pid} to exit")
 
 
 def put_fake_lease(lab, subnet: str, ip: str, mac: str) -> None:
@@ -248,7 +249,7 @@ def test_get_nodes_table_wide_and_json(flab):
 
 # --------------------------------------------------------------------------- watch latency
 def test_a_lease_change_reaches_every_node_well_under_a_second(flab, record_property):
-    nls = {n: kernel.Netlink(names.node_ns(flab.name, n)) for n in NODES}
+    nls = {n: netlink.Netlink(names.node_ns(flab.name, n)) for n in NODES}
     st = flab.store()
     add, rem = [], []
     try:
@@ -306,7 +307,7 @@ def test_agent_restart_keeps_its_subnet_and_adds_no_duplicate(flab):
     for node in ("kub-node-0", "kub-node-1"):
         stop(agent_pid(flab, node))
     flab.up()
-    assert kernel.pid_alive(agent_pid(flab, "kub-node-0")) and kernel.pid_alive(agent_pid(flab, "kub-node-1"))
+    assert proc.pid_alive(agent_pid(flab, "kub-node-0")) and proc.pid_alive(agent_pid(flab, "kub-node-1"))
     # the restarted agents are reconciling: a new lease reaches them
     mac = fl.vtep_mac("restart-probe")
     put_fake_lease(flab, "10.1.252.0/24", "172.23.100.252", mac)
@@ -332,7 +333,7 @@ def test_agent_restart_keeps_its_subnet_and_adds_no_duplicate(flab):
 
 def test_etcd_restart_is_survived(flab):
     before = leases(flab)
-    epid = kernel.read_pid(names.pid_file(flab.name, "etcd"))
+    epid = proc.read_pid(names.pid_file(flab.name, "etcd"))
     stop(epid, signal.SIGKILL)
     p = flab.up()
     assert "etcd" in p.stderr and "repaired" in p.stderr
@@ -376,8 +377,8 @@ def test_node_add_and_delete_at_runtime(flab):
     assert "172.23.100.7" not in leases(flab)
     for n in NODES:
         assert absent(flab, n, str(sn), "172.23.100.7", mac)
-    assert not kernel.netns_exists(names.node_ns(flab.name, "kub-node-3"))
-    with kernel.Netlink(names.underlay_ns(flab.name)) as nl:
+    assert not netns.netns_exists(names.node_ns(flab.name, "kub-node-3"))
+    with netlink.Netlink(names.underlay_ns(flab.name)) as nl:
         assert nl.index(names.underlay_veth("kub-node-3")) is None
     assert "kub-node-3" not in flab.cli("get", "nodes").stdout
     assert "kub-node-3" not in names.lab_copy(flab.name).read_text()
@@ -385,7 +386,7 @@ def test_node_add_and_delete_at_runtime(flab):
 
 def test_bad_node_commands_exit_2_and_change_nothing(flab):
     def snapshot():
-        return (kernel.netns_list(names.ns_prefix(flab.name)), names.lab_copy(flab.name).read_text(),
+        return (netns.netns_list(names.ns_prefix(flab.name)), names.lab_copy(flab.name).read_text(),
                 sorted(leases(flab)))
 
     before = snapshot()

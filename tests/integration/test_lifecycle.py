@@ -12,7 +12,9 @@ import time
 import pytest
 import yaml
 
-from netlab import kernel, lifecycle, names
+from netlab import names
+from netlab.kernel import netns, proc
+from netlab.lab import lock
 from tests.labkit import PY, Lab, cli, lab_doc, leftovers, new_lab_name, root_ns_snapshot, wait_for
 
 
@@ -36,8 +38,8 @@ def test_up_builds_node_network_and_etcd(module_lab):
     assert json.loads(out) == {"Network": "10.1.0.0/16", "Backend": {"Type": "vxlan"}}
     assert "/registry/minions/kub-node-1" in lab.etcdctl("get", "--prefix", "/registry/minions", "--keys-only")
     # etcd runs inside the master's namespace
-    epid = kernel.read_pid(names.pid_file(lab.name, "etcd"))
-    assert kernel.pid_netns_inode(epid) == kernel.netns_inode(names.node_ns(lab.name, "kub-node-0"))
+    epid = proc.read_pid(names.pid_file(lab.name, "etcd"))
+    assert netns.pid_netns_inode(epid) == netns.netns_inode(names.node_ns(lab.name, "kub-node-0"))
     assert names.etcd_data_dir(lab.name).is_dir()
     # exec puts iptables-legacy first on PATH
     assert "legacy" in lab.exec("kub-node-1", "iptables", "--version").stdout
@@ -59,12 +61,12 @@ def test_up_twice_is_safe_and_repairs(make_lab):
     lab.up()
     p = lab.up()
     assert "nothing to repair" in p.stderr
-    agent = kernel.read_pid(names.pid_file(lab.name, "agent-kub-node-1"))
-    etcd = kernel.read_pid(names.pid_file(lab.name, "etcd"))
+    agent = proc.read_pid(names.pid_file(lab.name, "agent-kub-node-1"))
+    etcd = proc.read_pid(names.pid_file(lab.name, "etcd"))
     os.kill(agent, signal.SIGKILL)
     os.kill(etcd, signal.SIGKILL)
-    kernel.netns_delete(names.node_ns(lab.name, "kub-node-2"))
-    wait_for(lambda: not kernel.pid_alive(agent) and not kernel.pid_alive(etcd), 5, what="processes to die")
+    netns.netns_delete(names.node_ns(lab.name, "kub-node-2"))
+    wait_for(lambda: not proc.pid_alive(agent) and not proc.pid_alive(etcd), 5, what="processes to die")
     p = lab.up()
     assert "repaired" in p.stderr
     for what in ("namespace " + names.node_ns(lab.name, "kub-node-2"), "etcd", "kub-node-1", "agent started"):
@@ -119,7 +121,7 @@ def test_kill_9_of_up_then_down_leaves_nothing(make_lab, delay):
 def test_down_without_run_dir_and_etcd_dead(make_lab):
     lab = make_lab()
     lab.up()
-    os.kill(kernel.read_pid(names.pid_file(lab.name, "etcd")), signal.SIGKILL)
+    os.kill(proc.read_pid(names.pid_file(lab.name, "etcd")), signal.SIGKILL)
     import shutil
 
     # The agents are still running and may be writing into the run directory: remove it
@@ -148,14 +150,14 @@ def test_two_labs_side_by_side(make_lab):
 
 def test_second_mutating_command_waits_then_says_busy(make_lab):
     lab = make_lab()
-    with lifecycle.lab_lock(lab.name):
+    with lock.lab_lock(lab.name):
         t0 = time.monotonic()
         p = cli("up", "-f", str(lab.file), check=False, env={"NETLAB_LOCK_WAIT": "1"})
         waited = time.monotonic() - t0
     assert p.returncode == 1
     assert "lab busy" in p.stderr
     assert waited >= 1.0
-    assert not kernel.netns_list(names.ns_prefix(lab.name))
+    assert not netns.netns_list(names.ns_prefix(lab.name))
 
 
 BAD_LABS = [
@@ -195,7 +197,7 @@ def test_malformed_lab_files_exit_2_and_create_nothing(tmp_path):
         assert expected in p.stderr, (expected, p.stderr)
         assert len(p.stderr.strip().splitlines()) == 1, p.stderr
         name = doc["name"] if isinstance(doc["name"], str) else ""
-        assert not kernel.netns_list(f"{name}-"), expected
+        assert not netns.netns_list(f"{name}-"), expected
         assert not names.run_dir(name).exists()
     # not YAML at all
     f = tmp_path / "notyaml.yaml"

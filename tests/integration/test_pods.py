@@ -20,7 +20,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from netlab import kernel, names, pods
+from netlab import names
+from netlab.api import meta, pods
+from netlab.cli import output
+from netlab.kernel import netns, proc
+from netlab.lab import pods as node_pods
+from netlab.plan import podrecord
 from tests.labkit import Lab, lab_doc, leftovers, new_lab_name, root_ns_snapshot, wait_for
 
 NODE_IP = {"kub-node-0": "172.23.100.4", "kub-node-1": "172.23.100.5", "kub-node-2": "172.23.100.6"}
@@ -39,9 +44,9 @@ def lab(tmp_path_factory):
 
 
 # --------------------------------------------------------------------------- helpers
-def sh(lab: Lab, netns: str, script: str, timeout: float = 30) -> subprocess.CompletedProcess:
+def sh(lab: Lab, ns: str, script: str, timeout: float = 30) -> subprocess.CompletedProcess:
     """A shell script in a network namespace of the lab (node, pod pin or underlay)."""
-    return subprocess.run([*kernel.ns_exec_prefix(netns), "sh", "-c", script],
+    return subprocess.run([*netns.ns_exec_prefix(ns), "sh", "-c", script],
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -51,14 +56,14 @@ def node_ns(lab: Lab, node: str) -> str:
 
 def in_container(lab: Lab, pod: str, script: str, container: str | None = None) -> str:
     """Run a script in a container's namespaces (mount namespace included), as exec does."""
-    argv = pods.exec_argv(lab.name, pod, ["sh", "-c", script], container=container)
+    argv = node_pods.exec_argv(lab.name, pod, ["sh", "-c", script], container=container)
     p = subprocess.run(argv, capture_output=True, text=True, timeout=30)
     assert p.returncode == 0, p.stderr
     return p.stdout
 
 
 def record(lab: Lab, name: str) -> dict:
-    return pods.find_record(lab.name, "default", name)[1]
+    return node_pods.find_record(lab.name, "default", name)[1]
 
 
 def get(lab: Lab, name: str) -> dict | None:
@@ -84,7 +89,7 @@ def delete(lab: Lab, name: str) -> None:
         gone = pods.delete_pod(st, "default", name)
     finally:
         st.close()
-    assert pods.wait_gone(lab.name, "default", name, gone["metadata"]["uid"])
+    assert node_pods.wait_gone(lab.name, "default", name, gone["metadata"]["uid"])
 
 
 def hello(name: str, node: str | None = None, port: int = 80, **extra) -> dict:
@@ -105,17 +110,17 @@ def flannel_packets(lab: Lab, node: str) -> tuple[int, int]:
     return s["tx"]["packets"], s["rx"]["packets"]
 
 
-def curl(lab: Lab, netns: str, ip: str, port: int = 80) -> str:
-    return sh(lab, netns, f"curl -s -m 3 http://{ip}:{port}/").stdout
+def curl(lab: Lab, ns: str, ip: str, port: int = 80) -> str:
+    return sh(lab, ns, f"curl -s -m 3 http://{ip}:{port}/").stdout
 
 
 def bulk_processes(lab: Lab) -> list[int]:
     """Processes of the bulk-* pods: their pause (argv) and containers (POD_NAME)."""
     out = []
-    for pid in kernel.lab_pids(lab.name):
-        argv = kernel.pid_cmdline(pid)
+    for pid in proc.lab_pids(lab.name):
+        argv = proc.pid_cmdline(pid)
         if (len(argv) == 2 and argv[1].startswith("bulk-")) or \
-                kernel.pid_environ(pid).get("POD_NAME", "").startswith("bulk-"):
+                proc.pid_environ(pid).get("POD_NAME", "").startswith("bulk-"):
             out.append(pid)
     return out
 
@@ -141,7 +146,7 @@ def test_scheduler_spreads_over_workers_and_ipam_starts_at_range_start(lab, web)
     assert (a["status"]["podIP"], b["status"]["podIP"]) == ("10.1.1.4", "10.1.79.11")
     assert a["status"]["hostIP"] == "172.23.100.5" and b["status"]["hostIP"] == "172.23.100.6"
     for p in (a, b):
-        assert p["status"]["phase"] == "Running" and pods.is_ready(p)
+        assert p["status"]["phase"] == "Running" and meta.pod_ready(p)
         assert p["metadata"]["labels"] == {"run": p["metadata"]["name"]}  # like kubectl run
         assert re.fullmatch(r"[0-9a-f-]{36}", p["metadata"]["uid"])
 
@@ -152,11 +157,11 @@ def test_pause_and_app_container_share_one_netns_with_the_same_eth0(lab, web):
     pause, app = rec["pause"]["pid"], rec["containers"]["web-a"]["pid"]
     pin = names.pod_ns(lab.name, "default", "web-a")
     # one network namespace (same inode) for pause, app container and the /run/netns pin
-    assert kernel.pid_netns_inode(pause) == kernel.pid_netns_inode(app) == kernel.netns_inode(pin)
+    assert netns.pid_netns_inode(pause) == netns.pid_netns_inode(app) == netns.netns_inode(pin)
     for ns in ("uts", "ipc"):
         assert os.stat(f"/proc/{pause}/ns/{ns}").st_ino == os.stat(f"/proc/{app}/ns/{ns}").st_ino
     # but not the node's or the host's
-    assert kernel.pid_netns_inode(pause) != kernel.netns_inode(node_ns(lab, "kub-node-1"))
+    assert netns.pid_netns_inode(pause) != netns.netns_inode(node_ns(lab, "kub-node-1"))
     # `ip netns exec <pod> ip addr` and the same command in the container: same eth0, same IP
     via_pin = sh(lab, pin, "ip -o -4 addr show eth0").stdout.split()
     via_app = in_container(lab, "web-a", "ip -o -4 addr show eth0").split()
@@ -174,7 +179,7 @@ def test_pause_and_app_container_share_one_netns_with_the_same_eth0(lab, web):
 def test_veth_on_docker0_with_hairpin_and_flannel_mtu(lab, web):
     rec = record(lab, "web-a")
     veth = rec["veth"]
-    assert re.fullmatch(r"veth[0-9a-f]{8}", veth) and veth == pods.host_veth(rec["uid"])
+    assert re.fullmatch(r"veth[0-9a-f]{8}", veth) and veth == podrecord.host_veth(rec["uid"])
     link = sh(lab, node_ns(lab, "kub-node-1"), f"ip -d -o link show {veth}").stdout
     assert "master docker0" in link and "mtu 1400" in link and "hairpin on" in link
     assert veth in veths_on_docker0(lab, "kub-node-1")
@@ -189,7 +194,7 @@ def test_veth_on_docker0_with_hairpin_and_flannel_mtu(lab, web):
 
 def test_ps_lists_pause_and_app_containers_docker_style(lab, web):
     out = lab.cli("ps").stdout.splitlines()
-    assert re.split(r"\s{2,}", out[0]) == pods.PS_HEADERS
+    assert re.split(r"\s{2,}", out[0]) == node_pods.PS_HEADERS
     names_col = [re.split(r"\s{2,}", ln)[5] for ln in out[1:]]
     for p in web.values():
         m = p["metadata"]
@@ -209,7 +214,7 @@ def test_two_containers_talk_over_localhost_and_see_the_pods_hosts_file(lab):
     # each reaches the other on 127.0.0.1, on the other's port
     assert "pod address: 127.0.0.1:8080" in in_container(lab, "duo", "curl -s 127.0.0.1:8080", "front")
     assert "pod address: 127.0.0.1:80\n" in in_container(lab, "duo", "curl -s 127.0.0.1:80", "back")
-    assert "127.0.0.1:" in pods.log_path(lab.name, "default", "duo", "back").read_text()
+    assert "127.0.0.1:" in node_pods.log_path(lab.name, "default", "duo", "back").read_text()
     for c in ("front", "back"):
         hosts = in_container(lab, "duo", "cat /etc/hosts", c)
         assert re.search(r"^127\.0\.0\.1\s+localhost$", hosts, re.M)
@@ -240,7 +245,7 @@ def test_pods_on_one_node_talk_through_docker0_not_flannel(lab, web):
     assert f"client address: {a_ip}:" in out  # no NAT between pods
     assert flannel_packets(lab, "kub-node-1") == before
     # `bridge link` on the node: one veth per pod of the node, all on docker0
-    on_node1 = {r["veth"] for _, r in pods.records(lab.name, "kub-node-1") if not r.get("terminated")}
+    on_node1 = {r["veth"] for _, r in podrecord.records(lab.name, "kub-node-1") if not r.get("terminated")}
     assert on_node1 <= veths_on_docker0(lab, "kub-node-1")
     assert {record(lab, "web-a")["veth"], record(lab, "near")["veth"]} <= on_node1
     bl = sh(lab, node_ns(lab, "kub-node-1"), "bridge link").stdout
@@ -285,7 +290,7 @@ def test_exited_container_restarts_with_growing_backoff_and_logs(lab):
     delays = [float(x) for x in re.findall(r"container crash exited \(code 3\) .*restart in ([\d.]+)s", log)]
     assert len(delays) >= 3 and delays[:3] == sorted(delays[:3]) and delays[2] > delays[0]
     rows = lab.cli("get", "pods", "crash").stdout.splitlines()
-    assert re.split(r"\s{2,}", rows[0]) == pods.HEADERS
+    assert re.split(r"\s{2,}", rows[0]) == output.POD_HEADERS
     row = rows[1].split()
     assert row[1] == "0/1" and row[2] in ("CrashLoopBackOff", "Running") and int(row[3]) >= 3
     ip = p["status"]["podIP"]
@@ -309,7 +314,7 @@ def test_logs_follow_ends_with_the_container(lab):
 # --------------------------------------------------------------------------- CLI
 def test_get_pods_formats(lab, web):
     rows = lab.cli("get", "pods", "-o", "wide").stdout.splitlines()
-    assert re.split(r"\s{2,}", rows[0]) == pods.WIDE_HEADERS
+    assert re.split(r"\s{2,}", rows[0]) == output.POD_WIDE_HEADERS
     r = {ln.split()[0]: ln.split() for ln in rows[1:]}
     assert r["web-a"][1:4] == ["1/1", "Running", "0"] and r["web-a"][5:7] == ["10.1.1.4", "kub-node-1"]
     lst = json.loads(lab.cli("get", "pods", "-o", "json").stdout)
@@ -355,16 +360,16 @@ def test_bad_input_is_one_line_and_changes_nothing(lab, web, args, says):
 # --------------------------------------------------------------------------- faults
 def test_killed_agent_leaves_pods_running_and_the_next_one_adopts_them(lab, web):
     node = "kub-node-1"
-    before = {r["uid"]: r for _, r in pods.records(lab.name, node) if not r.get("terminated")}
+    before = {r["uid"]: r for _, r in podrecord.records(lab.name, node) if not r.get("terminated")}
     assert before
     ips = {r["podIP"] for r in before.values()}
     veths = veths_on_docker0(lab, node)
-    pid = kernel.read_pid(names.pid_file(lab.name, f"agent-{node}"))
+    pid = proc.read_pid(names.pid_file(lab.name, f"agent-{node}"))
     os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: not kernel.pid_alive(pid), what="agent gone")
+    wait_for(lambda: not proc.pid_alive(pid), what="agent gone")
     # like containerd's shims: the pods do not notice
     for r in before.values():
-        assert pods.proc_alive(r["pause"])
+        assert proc.proc_alive(r["pause"])
     assert "Hello from pod web-a" in curl(lab, node_ns(lab, node), web["web-a"]["status"]["podIP"])
     assert "repaired" in lab.up().stderr
     # the new agent works (a new pod runs) ...
@@ -372,7 +377,7 @@ def test_killed_agent_leaves_pods_running_and_the_next_one_adopts_them(lab, web)
     later = get(lab, "later")["status"]["podIP"]
     assert later not in ips  # no address given twice
     # ... and adopted the old pods: same processes, addresses and links, nothing doubled
-    after = {r["uid"]: r for _, r in pods.records(lab.name, node) if not r.get("terminated")}
+    after = {r["uid"]: r for _, r in podrecord.records(lab.name, node) if not r.get("terminated")}
     assert set(after) == set(before) | {get(lab, "later")["metadata"]["uid"]}
     for uid, r in before.items():
         assert after[uid]["pause"] == r["pause"] and after[uid]["podIP"] == r["podIP"]
@@ -386,7 +391,7 @@ def test_killed_agent_leaves_pods_running_and_the_next_one_adopts_them(lab, web)
     try:
         for p in pods.list_pods(st):
             if p["spec"].get("nodeName") == node and p["metadata"]["name"] in ("web-a", "near", "duo"):
-                assert pods.is_ready(p)
+                assert meta.pod_ready(p)
                 assert all(c["restartCount"] == 0 for c in p["status"]["containerStatuses"])
     finally:
         st.close()
@@ -399,20 +404,20 @@ def test_killed_pause_fails_the_pod_and_reclaims_its_resources(lab):
     os.kill(rec["pause"]["pid"], signal.SIGKILL)
     p = wait_for(lambda: (q := get(lab, "victim"))["status"]["phase"] == "Failed" and q, timeout=20,
                  what="pod Failed")
-    assert not pods.is_ready(p) and "sandbox" in p["status"]["message"]
+    assert not meta.pod_ready(p) and "sandbox" in p["status"]["message"]
     pin = names.pod_ns(lab.name, "default", "victim")
-    wait_for(lambda: not kernel.netns_path(pin).exists(), what="pin removed")
+    wait_for(lambda: not netns.netns_path(pin).exists(), what="pin removed")
     wait_for(lambda: rec["veth"] not in veths_on_docker0(lab, "kub-node-2"), what="veth removed")
-    assert not kernel.pid_alive(app)
+    assert not proc.pid_alive(app)
     assert rec["podIP"] not in ipam_files(lab, "kub-node-2")
     row = lab.cli("get", "pods", "victim").stdout.splitlines()[1].split()
     assert row[1] == "0/1" and row[2] != "Running"
     # it stays Failed (a failed pod is not started again); its logs are kept until deleted
     assert get(lab, "victim")["status"]["phase"] == "Failed"
-    assert not kernel.netns_path(pin).exists()
-    assert "listening on port 80" in pods.log_path(lab.name, "default", "victim").read_text()
+    assert not netns.netns_path(pin).exists()
+    assert "listening on port 80" in node_pods.log_path(lab.name, "default", "victim").read_text()
     delete(lab, "victim")
-    wait_for(lambda: not any(r["name"] == "victim" for _, r in pods.records(lab.name)),
+    wait_for(lambda: not any(r["name"] == "victim" for _, r in podrecord.records(lab.name)),
              what="the failed pod's directory removed")
 
 
@@ -423,8 +428,8 @@ def test_delete_pod_removes_veth_pin_processes_and_address(lab):
     out = lab.cli("delete", "pod", "gone").stdout
     assert out.strip() == 'pod "gone" deleted'
     # `delete` returns once the node has torn it down
-    assert not kernel.netns_path(names.pod_ns(lab.name, "default", "gone")).exists()
-    assert not any(kernel.pid_alive(p) for p in procs)
+    assert not netns.netns_path(names.pod_ns(lab.name, "default", "gone")).exists()
+    assert not any(proc.pid_alive(p) for p in procs)
     assert rec["podIP"] not in ipam_files(lab, "kub-node-1")
     wait_for(lambda: rec["veth"] not in veths_on_docker0(lab, "kub-node-1"), what="veth gone")
 
@@ -433,7 +438,7 @@ def test_delete_pod_removes_veth_pin_processes_and_address(lab):
 def test_200_pods_on_one_node_created_and_deleted_leave_nothing(lab, record_property):
     node, n = "kub-node-2", 200
     base_veths, base_ipam = veths_on_docker0(lab, node), ipam_files(lab, node)
-    base_pins = set(kernel.netns_list(f"{lab.name}-pod-"))
+    base_pins = set(netns.netns_list(f"{lab.name}-pod-"))
     log = names.log_file(lab.name, f"agent-{node}")
     log_mark = log.stat().st_size
     st = lab.store()
@@ -441,13 +446,13 @@ def test_200_pods_on_one_node_created_and_deleted_leave_nothing(lab, record_prop
         t0 = time.monotonic()
         for i in range(n):
             pods.create_pod(st, hello(f"bulk-{i}", node))
-        wait_for(lambda: sum(pods.is_ready(p) for p in pods.list_pods(st) if p["metadata"]["name"].startswith("bulk-")) == n,
+        wait_for(lambda: sum(meta.pod_ready(p) for p in pods.list_pods(st) if p["metadata"]["name"].startswith("bulk-")) == n,
                  timeout=180, interval=0.2, what=f"{n} pods Ready")
         created = time.monotonic() - t0
         ips = {p["metadata"]["name"]: p["status"]["podIP"] for p in pods.list_pods(st)
                if p["metadata"]["name"].startswith("bulk-")}
         assert len(set(ips.values())) == n and all(ip.startswith("10.1.79.") for ip in ips.values())
-        assert len(set(kernel.netns_list(f"{lab.name}-pod-")) - base_pins) == n
+        assert len(set(netns.netns_list(f"{lab.name}-pod-")) - base_pins) == n
         assert len(veths_on_docker0(lab, node) - base_veths) == n
         for i in (0, n // 2, n - 1):
             assert f"Hello from pod bulk-{i}" in curl(lab, node_ns(lab, "kub-node-1"), ips[f"bulk-{i}"])
@@ -457,9 +462,9 @@ def test_200_pods_on_one_node_created_and_deleted_leave_nothing(lab, record_prop
 
         def clean():
             return (veths_on_docker0(lab, node) == base_veths and ipam_files(lab, node) == base_ipam
-                    and set(kernel.netns_list(f"{lab.name}-pod-")) == base_pins
+                    and set(netns.netns_list(f"{lab.name}-pod-")) == base_pins
                     and not bulk_processes(lab)
-                    and not any(r["name"].startswith("bulk-") for _, r in pods.records(lab.name)))
+                    and not any(r["name"].startswith("bulk-") for _, r in podrecord.records(lab.name)))
         wait_for(clean, timeout=120, interval=0.2, what="200 pods gone without a trace")
         deleted = time.monotonic() - t1
     finally:

@@ -21,8 +21,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from netlab import kernel, labfile, names, pods, services, store
-from netlab.proxy_rules import svc_chain
+from netlab import labfile, names, store
+from netlab.api import pods, services
+from netlab.kernel import iptables
+from netlab.kernel import netns as knetns
+from netlab.plan.proxy_rules import svc_chain
 from tests.labkit import Lab, lab_doc, leftovers, new_lab_name, wait_for
 from tests.unit.test_proxy_rules import SEED_JUMP_LINES, SEED_NAT_LINES
 
@@ -84,7 +87,7 @@ def netns(lab: Lab, target: str) -> str:
 
 def sh(lab: Lab, target: str, script: str, timeout: float = 30) -> subprocess.CompletedProcess:
     """A shell script inside a node, a pod or the outside host (their network namespace)."""
-    return subprocess.run([*kernel.ns_exec_prefix(netns(lab, target)), "sh", "-c", script],
+    return subprocess.run([*knetns.ns_exec_prefix(netns(lab, target)), "sh", "-c", script],
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -117,7 +120,7 @@ def node_port(lab: Lab, name: str) -> int:
 
 
 def nat_rules(lab: Lab, node: str) -> list[str]:
-    return kernel.iptables(names.node_ns(lab.name, node), "-t", "nat", "-S").stdout.splitlines()
+    return iptables.iptables(names.node_ns(lab.name, node), "-t", "nat", "-S").stdout.splitlines()
 
 
 def udp(lab: Lab, target: str, addr: str, sport: int | None = None, timeout: float = 1.0):
@@ -199,7 +202,7 @@ def test_nat_table_has_the_seed_layout(lab, node):
     chain = svc_chain("default/dns:", "UDP")
     assert (f'-A KUBE-SERVICES -d {ip}/32 -p udp -m comment --comment "default/dns: cluster IP" '
             f"-m udp --dport 53 -j {chain}") in rules
-    filt = kernel.iptables(names.node_ns(lab.name, node), "-S").stdout
+    filt = iptables.iptables(names.node_ns(lab.name, node), "-S").stdout
     assert f"-d {cluster_ip(lab, 'empty')}/32 -p tcp" in filt and "default/empty: has no endpoints" in filt
 
 
@@ -334,7 +337,7 @@ def test_delete_svc_removes_its_rules_and_allocations(lab):
 def test_canary_gone_triggers_full_resync(lab):
     node = names.node_ns(lab.name, "kub-node-1")
     for args in (("-F", "KUBE-SERVICES"), ("-X", "KUBE-PROXY-CANARY")):
-        assert kernel.iptables(node, "-t", "nat", *args).returncode == 0
+        assert iptables.iptables(node, "-t", "nat", *args).returncode == 0
     assert not any(ln.startswith("-A KUBE-SERVICES") for ln in nat_rules(lab, "kub-node-1"))
     wait_for(lambda: all(ln in nat_rules(lab, "kub-node-1") for ln in SEED_NAT_LINES),
              timeout=10, what="the proxy to rewrite the rules")
@@ -409,7 +412,7 @@ def test_rules_latency_p50(lab):
 PARTIAL_CHECK = textwrap.dedent("""
     import random, subprocess, sys
     from netlab.agent.proxy import full_text, partial_text, TABLES
-    from netlab.proxy_rules import Endpoint, ServicePort, parse_restore
+    from netlab.plan.proxy_rules import Endpoint, ServicePort, parse_restore
     rng = random.Random(int(sys.argv[1]))
     def mk(i):
         sp = ServicePort("default", f"s{i}", rng.choice(["", "http"]), rng.choice(["TCP", "UDP"]),

@@ -6,7 +6,8 @@ import sys
 
 import yaml
 
-from netlab import kernel, labfile, names
+from netlab import labfile, names
+from netlab.kernel import netns
 
 
 def run(*args, env=None):
@@ -26,7 +27,7 @@ def test_not_root_is_one_line_and_touches_nothing(tmp_path):
     assert p.returncode == 1
     assert p.stderr.strip().splitlines() == [
         "error: netlab needs root to manage namespaces, links and iptables: run it with sudo"]
-    assert kernel.netns_list(doc["name"] + "-") == []
+    assert netns.netns_list(doc["name"] + "-") == []
     assert not (names.RUN_ROOT / doc["name"]).exists()
 
 

@@ -7,7 +7,7 @@ from ipaddress import IPv4Address, IPv4Network
 
 import pytest
 
-from netlab.flannel_leases import (
+from netlab.plan.flannel_leases import (
     RANDOM_WINDOW,
     Lease,
     LeaseError,

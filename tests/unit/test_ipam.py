@@ -9,8 +9,8 @@ from ipaddress import IPv4Address, IPv4Network
 
 import pytest
 
-from netlab import ipam
-from netlab.ipam import LAST_RESERVED_FILE, HostLocal, IPAMExhausted
+from netlab.plan import ipam
+from netlab.plan.ipam import LAST_RESERVED_FILE, HostLocal, IPAMExhausted
 
 A = IPv4Address
 N = IPv4Network

@@ -8,10 +8,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from netlab import deployments as dl
-from netlab import labfile, manifests
+from netlab import labfile
 from netlab.agent.deployments import plan
+from netlab.api import deployments as api_dl
+from netlab.api import manifests
 from netlab.errors import UsageError
+from netlab.plan import deployments as dl
 from netlab.store import Item
 
 DEP = """
@@ -163,7 +165,7 @@ def test_docs_list_every_honoured_field():
 
 # --------------------------------------------------------------------------- deployment validation
 def normalise(d):
-    return dl.normalise(d)
+    return api_dl.normalise(d)
 
 
 def test_deployment_defaults_and_rules():
@@ -195,10 +197,10 @@ def test_template_checked_by_the_pod_rules():
 def test_same_desired_ignores_omitted_replicas():
     cur = {"metadata": {"name": "my-nginx8", "namespace": "default"}, "spec": normalise(dep_doc())["spec"]}
     cur["spec"]["replicas"] = 6  # scaled since
-    assert dl.same_desired(cur, normalise(dep_doc(replicas=None)))
-    assert not dl.same_desired(cur, normalise(dep_doc()))  # the file says 2
+    assert api_dl.same_desired(cur, normalise(dep_doc(replicas=None)))
+    assert not api_dl.same_desired(cur, normalise(dep_doc()))  # the file says 2
     cur["spec"]["replicas"] = 2
-    assert dl.same_desired(cur, normalise(dep_doc()))
+    assert api_dl.same_desired(cur, normalise(dep_doc()))
 
 
 def test_default_lab_workloads_validate():
@@ -301,9 +303,9 @@ def test_plan_rolls_a_new_template_keeping_old_ready_pods_until_new_ones_are_rea
 def test_cli_usage_errors_are_exit_2_before_anything(args, msg):
     from typer.testing import CliRunner
 
-    from netlab import cli
+    from netlab.cli.app import app
 
-    r = CliRunner().invoke(cli.app, args)
+    r = CliRunner().invoke(app, args)
     assert isinstance(r.exception, UsageError) and r.exception.exit_code == 2
     assert str(r.exception).startswith(msg)
 
@@ -311,12 +313,12 @@ def test_cli_usage_errors_are_exit_2_before_anything(args, msg):
 def test_cli_apply_checks_the_manifest_before_root(tmp_path):
     from typer.testing import CliRunner
 
-    from netlab import cli
+    from netlab.cli.app import app
 
     d = dep_doc()
     d["spec"]["template"]["spec"]["containers"][0]["livenessProbe"] = {}
     f = tmp_path / "m.yaml"
     f.write_text(yaml.safe_dump(d))
-    r = CliRunner().invoke(cli.app, ["apply", "-f", str(f)])
+    r = CliRunner().invoke(app, ["apply", "-f", str(f)])
     assert isinstance(r.exception, UsageError)
     assert "spec.template.spec.containers[0].livenessProbe: not supported by netlab" in str(r.exception)

@@ -8,10 +8,13 @@ from ipaddress import IPv4Network
 import pytest
 import yaml
 
-from netlab import flannel_leases as fl
-from netlab import labfile, lifecycle, nodes
+from netlab import labfile
 from netlab.agent import flannel as F
+from netlab.api import nodes as api_nodes
+from netlab.cli import output
 from netlab.errors import UsageError
+from netlab.lab import lifecycle, nodes
+from netlab.plan import flannel_leases as fl
 
 N = IPv4Network
 
@@ -153,12 +156,12 @@ def test_node_row_ready_and_not_ready():
     now = time.time()
     fresh = {"spec": {"renewTime": now - 1}}
     old = {"spec": {"renewTime": now - 30}}
-    n = nodes.node_view(node_obj(), fresh, "10.1.1.0/24", now)
-    assert nodes.row(n, wide=True) == ["kub-node-1", "Ready", "worker", "3m", "netlab",
+    n = api_nodes.node_view(node_obj(), fresh, "10.1.1.0/24", now)
+    assert output.node_row(n, wide=True) == ["kub-node-1", "Ready", "worker", "3m", "netlab",
                                        "172.23.100.5", "10.1.1.0/24"]
     assert n["spec"]["podCIDR"] == "10.1.1.0/24"
-    assert nodes.row(nodes.node_view(node_obj(), old, None, now), wide=False)[1] == "NotReady"
-    assert nodes.row(nodes.node_view(node_obj(), None, None, now), wide=False)[1] == "NotReady"
+    assert output.node_row(api_nodes.node_view(node_obj(), old, None, now), wide=False)[1] == "NotReady"
+    assert output.node_row(api_nodes.node_view(node_obj(), None, None, now), wide=False)[1] == "NotReady"
 
 
 # -- up on a running lab -----------------------------------------------------------

@@ -13,10 +13,14 @@ from ipaddress import IPv4Address
 
 import pytest
 
-from netlab import kernel, pods
 from netlab.agent.scheduler import choose
+from netlab.api import meta, pods
+from netlab.cli import output
 from netlab.errors import AlreadyExists, KernelError, UsageError
-from netlab.ipam import HostLocal, IPAMExhausted
+from netlab.kernel import netlink
+from netlab.lab import pods as node_pods
+from netlab.plan import podrecord
+from netlab.plan.ipam import HostLocal, IPAMExhausted
 
 
 def pod(**spec_over) -> dict:
@@ -124,31 +128,31 @@ def test_status_column_as_kubectl_prints_it():
 
 def test_rows_ready_restarts_ip_node_namespace():
     p = status(restarts=2)
-    assert pods.row(p)[:4] == ["web", "1/1", "Running", 2]
-    assert pods.row(p, wide=True)[5:] == ["10.1.1.4", "kub-node-1", None, None]
-    assert pods.row(p, with_namespace=True)[:2] == ["default", "web"]
-    assert pods.HEADERS == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
-    assert pods.WIDE_HEADERS[5:7] == ["IP", "NODE"]
+    assert output.pod_row(p)[:4] == ["web", "1/1", "Running", 2]
+    assert output.pod_row(p, wide=True)[5:] == ["10.1.1.4", "kub-node-1", None, None]
+    assert output.pod_row(p, with_namespace=True)[:2] == ["default", "web"]
+    assert output.POD_HEADERS == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
+    assert output.POD_WIDE_HEADERS[5:7] == ["IP", "NODE"]
 
 
 def test_ready_and_settled():
-    assert pods.is_ready(status()) and pods.settled(status())
+    assert meta.pod_ready(status()) and pods.settled(status())
     crashing = status(ready=False, restarts=1, waiting="CrashLoopBackOff")
-    assert not pods.is_ready(crashing) and pods.settled(crashing)
+    assert not meta.pod_ready(crashing) and pods.settled(crashing)
     assert not pods.settled(status("Pending", False, waiting="ContainerCreating"))
 
 
 def test_names_hosts_file_and_docker_style_helpers():
-    v = pods.host_veth("0e6b81f5-e41d-4d3a-a00c-b705d8c91e40")
+    v = podrecord.host_veth("0e6b81f5-e41d-4d3a-a00c-b705d8c91e40")
     assert re.fullmatch(r"veth[0-9a-f]{8}", v) and len(v) <= 15
-    assert v == pods.host_veth("0e6b81f5-e41d-4d3a-a00c-b705d8c91e40") != pods.host_veth("other")
-    hosts = pods.hosts_text("10.1.1.4", "web")
+    assert v == podrecord.host_veth("0e6b81f5-e41d-4d3a-a00c-b705d8c91e40") != podrecord.host_veth("other")
+    hosts = podrecord.hosts_text("10.1.1.4", "web")
     assert re.search(r"^127\.0\.0\.1\s+localhost$", hosts, re.M) and hosts.endswith("10.1.1.4\tweb\n")
-    assert len(pods.container_id("u", "web", 0)) == 64 != pods.container_id("u", "web", 1)
-    assert pods._command(["/opt/x/netlab-hello", "--port", "80"]) == '"netlab-hello --port…"'
-    assert pods._command(["netlab-pause", "web"]) == '"netlab-pause web"'
-    assert pods._human(0.5) == "Less than a second" and pods._human(5) == "5 seconds"
-    assert pods._human(90) == "About a minute" and pods._human(600) == "10 minutes"
+    assert len(podrecord.container_id("u", "web", 0)) == 64 != podrecord.container_id("u", "web", 1)
+    assert node_pods._command(["/opt/x/netlab-hello", "--port", "80"]) == '"netlab-hello --port…"'
+    assert node_pods._command(["netlab-pause", "web"]) == '"netlab-pause web"'
+    assert node_pods._human(0.5) == "Less than a second" and node_pods._human(5) == "5 seconds"
+    assert node_pods._human(90) == "About a minute" and node_pods._human(600) == "10 minutes"
 
 
 # --------------------------------------------------------------------------- scheduler
@@ -205,9 +209,9 @@ class _Capture:
         return bytes(ack.data) + (self.sent[-1] if self.error else b"")
 
 
-def _rtnl(error: int = 0) -> kernel.Rtnl:
-    rt = kernel.Rtnl.__new__(kernel.Rtnl)
-    rt.where, rt.seq, rt.sock, rt.rt = "", 0, _Capture(error), kernel._rtnl_codec()
+def _rtnl(error: int = 0) -> netlink.Rtnl:
+    rt = netlink.Rtnl.__new__(netlink.Rtnl)
+    rt.where, rt.seq, rt.sock, rt.rt = "", 0, _Capture(error), netlink._rtnl_codec()
     return rt
 
 
@@ -261,7 +265,7 @@ def test_rtnetlink_errors_name_the_object():
 
 
 def test_raw_rtnetlink_reads_links_without_root():
-    rt = kernel.Rtnl()
+    rt = netlink.Rtnl()
     try:
         lo = rt.link_index("lo")
         assert lo == socket.if_nametoindex("lo")

@@ -2,8 +2,16 @@
 
 import pytest
 
-from netlab.proxy_rules import (
-    JUMPS, Endpoint, ServicePort, dangling_jumps, generate, parse_restore, sep_chain, svc_chain, trace,
+from netlab.plan.proxy_rules import (
+    JUMPS,
+    Endpoint,
+    ServicePort,
+    dangling_jumps,
+    generate,
+    parse_restore,
+    sep_chain,
+    svc_chain,
+    trace,
 )
 
 EPS = [Endpoint("10.1.1.4", 80), Endpoint("10.1.79.11", 80)]

@@ -5,10 +5,12 @@ import random
 
 import pytest
 
-from netlab import labfile, services
+from netlab import labfile
 from netlab.agent import endpoints, proxy
+from netlab.api import services
+from netlab.cli import output
 from netlab.errors import UsageError
-from netlab.proxy_rules import Endpoint, ServicePort, dangling_jumps, parse_restore, svc_chain, trace
+from netlab.plan.proxy_rules import Endpoint, ServicePort, dangling_jumps, parse_restore, svc_chain, trace
 
 LAB = labfile.load_lab(None)
 
@@ -33,7 +35,7 @@ def test_seed_services_are_valid():
     np_ = services.normalise(seed[1], LAB)
     assert np_["spec"]["clusterIP"] == "192.1.88.35"
     assert np_["spec"]["ports"][0]["nodePort"] == 31295
-    assert services.ports_column({"spec": np_["spec"]}) == "80:31295/TCP"
+    assert output.ports_column({"spec": np_["spec"]}) == "80:31295/TCP"
 
 
 @pytest.mark.parametrize("spec, field", [
@@ -141,7 +143,7 @@ def test_endpoints_ready_pods_sorted_with_target_ref():
     assert subset["addresses"][0]["targetRef"] == {"kind": "Pod", "namespace": "default", "name": "a", "uid": "u-a"}
     assert subset["addresses"][0]["nodeName"] == "kub-node-1"
     assert subset["ports"] == [{"port": 8080, "protocol": "TCP"}]
-    assert services.endpoints_column(ep) == "10.1.1.4:8080,10.1.79.11:8080"
+    assert output.endpoints_column(ep) == "10.1.1.4:8080,10.1.79.11:8080"
 
 
 def test_named_target_port_resolved_per_pod():
@@ -160,12 +162,12 @@ def test_named_target_port_resolved_per_pod():
 def test_no_matching_pods_gives_empty_subsets():
     s = stored(svc())
     ep = endpoints.build_endpoints(s, [pod("x", "10.1.1.4", labels={"run": "nope"})])
-    assert ep["subsets"] == [] and services.endpoints_column(ep) == "<none>"
+    assert ep["subsets"] == [] and output.endpoints_column(ep) == "<none>"
 
 
 def test_endpoints_column_truncates_like_kubectl():
     ep = {"subsets": [{"addresses": [{"ip": f"10.1.1.{i}"} for i in range(2, 7)], "ports": [{"port": 80}]}]}
-    assert services.endpoints_column(ep) == "10.1.1.2:80,10.1.1.3:80,10.1.1.4:80 + 2 more..."
+    assert output.endpoints_column(ep) == "10.1.1.2:80,10.1.1.3:80,10.1.1.4:80 + 2 more..."
 
 
 # --------------------------------------------------------------------------- proxy input and syncs
@@ -288,12 +290,12 @@ def test_stale_udp_flows():
 def test_service_rows():
     s = stored(svc(type="NodePort", ports=[{"name": "a", "port": 80, "nodePort": 31295},
                                            {"name": "b", "port": 53, "protocol": "UDP", "nodePort": 30053}]))
-    row = services.service_row(s, wide=True)
+    row = output.service_row(s, wide=True)
     assert row[:5] == ["web", "NodePort", "192.1.0.9", "<none>", "80:31295/TCP,53:30053/UDP"]
     assert row[6] == "run=web"
     no_sel = stored(svc(selector=None))
-    assert services.service_row(no_sel, wide=True)[6] == "<none>"
-    assert services.service_row(stored(svc()))[4] == "80/TCP"
+    assert output.service_row(no_sel, wide=True)[6] == "<none>"
+    assert output.service_row(stored(svc()))[4] == "80/TCP"
 
 
 # --------------------------------------------------------------------------- CLI refusals before root

@@ -1,169 +1,45 @@
-"""Deployments (apps/v1): the API side of the object, its pods' names, and its status summary.
+"""Deployments (apps/v1): the API side of the object and its roll-out status.
 
-Owns what the CLI (as the API server) does with a Deployment: validation and defaults,
-create / update / scale / delete under /registry/deployments/<ns>/<name> with compare-and-swap,
-and the pure rules the deployment controller (netlab/agent/deployments.py) shares with it:
-the pod-template hash, pod names as a ReplicaSet makes them (`<deployment>-<hash>-<5 chars>`),
-the pod built from the template, and which pods a deployment owns. Pods themselves are
-created and deleted through netlab/pods.py.
+Owns what the API server does with a Deployment: validation and defaults, create / update /
+scale / delete under /registry/deployments/<ns>/<name> with compare-and-swap, and the waits
+for a roll-out and for its pods to go. The pure rules it shares with the deployment
+controller (template hash, pod names, the pod a template makes) are netlab.plan.deployments;
+pods themselves are created and deleted through netlab.api.pods.
 """
 
 from __future__ import annotations
 
 import copy
-import json
-import random
-import re
 import time
 import uuid
 from typing import Any
 
 from netlab import store
+from netlab.api import pods
+from netlab.api.meta import check_annotations, check_labels, check_name, matches, pod_gone, pod_ready
 from netlab.errors import NetlabError, NotFound, UsageError
+from netlab.plan.deployments import (
+    API_VERSION,
+    HASH_LABEL,
+    KIND,
+    MAX_NAME,
+    owns,
+    selector_string,
+    template_hash,
+)
 from netlab.store import Store
-
-API_VERSION = "apps/v1"
-KIND = "Deployment"
-HASH_LABEL = "pod-template-hash"
-# Kubernetes' rand.SafeEncodeString alphabet: no vowels (no words), no confusable 0/1/3.
-SAFE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
-DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
-LABEL_KEY_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
-# Pod names are <deployment>-<hash (up to 10)>-<5>; keep them DNS labels (63).
-MAX_NAME = 63 - 1 - 10 - 1 - 5
 
 
 def key(namespace: str, name: str) -> str:
     return f"{store.DEPLOYMENTS}{namespace}/{name}"
 
 
-# --------------------------------------------------------------------------- pure rules
-def _fnv32a(data: bytes) -> int:
-    h = 0x811C9DC5
-    for b in data:
-        h = ((h ^ b) * 0x01000193) & 0xFFFFFFFF
-    return h
-
-
-def safe_encode(s: str) -> str:
-    return "".join(SAFE_ALPHABET[ord(c) % len(SAFE_ALPHABET)] for c in s)
-
-
-def template_hash(template: dict) -> str:
-    """kube's ComputeHash: fnv32a of the template, printed in decimal, safe-encoded.
-
-    Kubernetes hashes its Go struct dump; we hash canonical JSON of the normalised template
-    (without the hash label itself), which is just as stable and changes when it should.
-    """
-    t = copy.deepcopy(template)
-    (t.get("metadata") or {}).get("labels", {}).pop(HASH_LABEL, None)
-    canon = json.dumps(t, sort_keys=True, separators=(",", ":")).encode()
-    return safe_encode(str(_fnv32a(canon)))
-
-
-def random_suffix(rng: random.Random | None = None) -> str:
-    r = rng or random
-    return "".join(r.choice(SAFE_ALPHABET) for _ in range(5))
-
-
-def pod_name(deployment: str, thash: str, suffix: str) -> str:
-    return f"{deployment}-{thash}-{suffix}"
-
-
-def owner_reference(dep: dict) -> dict:
-    # netlab has no ReplicaSet objects: the deployment owns its pods directly.
-    return {"apiVersion": API_VERSION, "kind": KIND, "name": dep["metadata"]["name"],
-            "uid": dep["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}
-
-
-def owner_uid(pod: dict) -> str | None:
-    for ref in pod.get("metadata", {}).get("ownerReferences") or []:
-        if ref.get("kind") == KIND and ref.get("controller"):
-            return ref.get("uid")
-    return None
-
-
-def owns(dep: dict, pod: dict) -> bool:
-    return (pod.get("metadata", {}).get("namespace") == dep["metadata"]["namespace"]
-            and owner_uid(pod) == dep["metadata"]["uid"])
-
-
-def pod_from_template(dep: dict, suffix: str) -> dict:
-    """The Pod a deployment's controller creates: template labels + pod-template-hash."""
-    tmpl = dep["spec"]["template"]
-    thash = template_hash(tmpl)
-    meta = tmpl.get("metadata") or {}
-    pod_meta: dict[str, Any] = {
-        "name": pod_name(dep["metadata"]["name"], thash, suffix),
-        "namespace": dep["metadata"]["namespace"],
-        "labels": {**(meta.get("labels") or {}), HASH_LABEL: thash},
-        "ownerReferences": [owner_reference(dep)],
-    }
-    if meta.get("annotations"):
-        pod_meta["annotations"] = dict(meta["annotations"])
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": pod_meta,
-            "spec": copy.deepcopy(tmpl["spec"])}
-
-
-def pod_ready(pod: dict) -> bool:
-    st = pod.get("status") or {}
-    return st.get("phase") == "Running" and any(
-        c.get("type") == "Ready" and c.get("status") == "True" for c in st.get("conditions") or [])
-
-
-def pod_gone(pod: dict) -> bool:
-    """Failed, finished or being deleted: no longer counts towards the replica count."""
-    st = pod.get("status") or {}
-    return (st.get("phase") in ("Failed", "Succeeded")
-            or bool(pod.get("metadata", {}).get("deletionTimestamp")))
-
-
-def selector_string(dep: dict) -> str:
-    ml = (dep["spec"].get("selector") or {}).get("matchLabels") or {}
-    return ",".join(f"{k}={v}" for k, v in sorted(ml.items()))
-
-
-def matches(selector: dict, labels: dict) -> bool:
-    return all(labels.get(k) == v for k, v in selector.items())
-
-
 # --------------------------------------------------------------------------- validation
-def check_name(value: Any, path: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise UsageError(f"{path}: required (a DNS label: lower-case letters, digits, '-')")
-    if len(value) > 63 or not DNS1123_LABEL.match(value):
-        raise UsageError(f"{path}: '{value}' is not a DNS label (lower-case letters, digits, '-', at most 63)")
-    return value
-
-
-def check_labels(value: Any, path: str) -> dict[str, str]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise UsageError(f"{path}: must be a mapping of label keys to values")
-    out = {}
-    for k, v in value.items():
-        k = str(k)
-        prefix, _, name = k.rpartition("/")
-        if (not LABEL_KEY_NAME.match(name) or len(name) > 63
-                or (prefix and not DNS1123_SUBDOMAIN.match(prefix))):
-            raise UsageError(f"{path}: '{k}' is not a valid label key")
-        if isinstance(v, bool) or v is None or not isinstance(v, (str, int, float)):
-            raise UsageError(f"{path}.{k}: label values are strings (quote {v!r})")
-        v = str(v)
-        if len(v) > 63 or not LABEL_VALUE.match(v):
-            raise UsageError(f"{path}.{k}: '{v}' is not a valid label value")
-        out[k] = v
-    return out
-
-
 def normalise(doc: dict, where: str = "") -> dict:
     """Validate an apps/v1 Deployment (already limited to honoured fields) and add defaults.
 
     Returns {apiVersion, kind, metadata: {name, namespace, labels?, annotations?}, spec}.
-    The pod template's own rules (images, commands, ports) are checked by netlab.pods.
+    The pod template's own rules (images, commands, ports) are checked by netlab.api.pods.
     """
     p = where
     meta = doc.get("metadata") or {}
@@ -194,12 +70,12 @@ def normalise(doc: dict, where: str = "") -> dict:
         raise UsageError(f"{p}spec.template.metadata.labels.{HASH_LABEL}: set by netlab, not by the manifest")
     out_tmeta: dict[str, Any] = {"labels": tlabels}
     if tmeta.get("annotations"):
-        out_tmeta["annotations"] = check_labels_any(tmeta["annotations"], f"{p}spec.template.metadata.annotations")
+        out_tmeta["annotations"] = check_annotations(tmeta["annotations"], f"{p}spec.template.metadata.annotations")
     out_meta: dict[str, Any] = {"name": name, "namespace": ns}
     if meta.get("labels"):
         out_meta["labels"] = check_labels(meta["labels"], f"{p}metadata.labels")
     if meta.get("annotations"):
-        out_meta["annotations"] = check_labels_any(meta["annotations"], f"{p}metadata.annotations")
+        out_meta["annotations"] = check_annotations(meta["annotations"], f"{p}metadata.annotations")
     pod_spec = _pod_spec(tmpl["spec"], name, ns, tlabels, f"{p}spec.template.spec")
     return {
         "apiVersion": API_VERSION, "kind": KIND, "metadata": out_meta,
@@ -208,17 +84,8 @@ def normalise(doc: dict, where: str = "") -> dict:
     }
 
 
-def check_labels_any(value: Any, path: str) -> dict[str, str]:
-    """Annotations: any string values."""
-    if not isinstance(value, dict):
-        raise UsageError(f"{path}: must be a mapping of strings")
-    return {str(k): str(v) for k, v in value.items()}
-
-
 def _pod_spec(spec: dict, dep_name: str, ns: str, labels: dict, path: str) -> dict:
     """The template's pod spec, validated and defaulted by the pods module's own rules."""
-    from netlab import pods
-
     probe = {"apiVersion": "v1", "kind": "Pod",
              "metadata": {"name": f"{dep_name}-hash-xxxxx", "namespace": ns, "labels": labels},
              "spec": copy.deepcopy(spec)}
@@ -320,8 +187,6 @@ def delete(st: Store, namespace: str, name: str) -> list[str] | None:
     controller also removes pods whose owner is gone, which covers a pod it was creating
     at this very moment.
     """
-    from netlab import pods
-
     item = get(st, namespace, name)
     if item is None:
         return None
@@ -347,8 +212,6 @@ def rolled_out(dep: dict, owned_pods: list[dict]) -> bool:
 
 def wait_rolled_out(st: Store, namespace: str, name: str, timeout: float) -> dict:
     """Block until `rolled_out`; NetlabError naming what is missing on timeout."""
-    from netlab import pods
-
     deadline = time.monotonic() + timeout
     while True:
         item = get(st, namespace, name)
@@ -366,8 +229,6 @@ def wait_rolled_out(st: Store, namespace: str, name: str, timeout: float) -> dic
 
 
 def wait_pods_gone(st: Store, namespace: str, names_: list[str], timeout: float) -> None:
-    from netlab import pods
-
     deadline = time.monotonic() + timeout
     left = set(names_)
     while left:
@@ -378,22 +239,3 @@ def wait_pods_gone(st: Store, namespace: str, names_: list[str], timeout: float)
         if time.monotonic() >= deadline:
             raise NetlabError(f"pods still present after {timeout:.0f}s: {', '.join(sorted(left))}")
         time.sleep(0.1)
-
-
-# --------------------------------------------------------------------------- listing
-def row(dep: dict, wide: bool) -> list:
-    from netlab import output
-
-    st = dep.get("status") or {}
-    r = [dep["metadata"]["name"], f"{st.get('readyReplicas', 0)}/{dep['spec']['replicas']}",
-         st.get("updatedReplicas", 0), st.get("availableReplicas", 0),
-         output.age(dep["metadata"].get("creationTimestamp"))]
-    if wide:
-        cs = dep["spec"]["template"]["spec"].get("containers", [])
-        r += [",".join(c["name"] for c in cs), ",".join(c.get("image") or "<none>" for c in cs),
-              selector_string(dep)]
-    return r
-
-
-HEADERS = ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]
-WIDE_HEADERS = HEADERS + ["CONTAINERS", "IMAGES", "SELECTOR"]

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import os
 
-from netlab import kernel, names
+from netlab import names
 from netlab.errors import NotFound, UsageError
+from netlab.kernel import iptables, netns
+from netlab.lab import pods
 
 
 def node_argv(lab: str, node: str, cmd: list[str]) -> list[str]:
     ns = names.node_ns(lab, node)
-    if not kernel.netns_exists(ns):
+    if not netns.netns_exists(ns):
         raise NotFound(f"node '{node}' of lab '{lab}' has no namespace {ns} (is the lab up?)")
     fl = names.node_flannel_dir(lab, node)
     return ["ip", "netns", "exec", ns, "sh", "-c",
@@ -32,12 +34,10 @@ def exec_argv(lab: str, target: str, cmd: list[str], container: str | None = Non
         return node_argv(lab, name, cmd)
     if kind == "external":
         ns = names.underlay_ns(lab)
-        if not kernel.netns_exists(ns):
+        if not netns.netns_exists(ns):
             raise NotFound(f"lab '{lab}' has no underlay namespace {ns} (is the lab up?)")
         return ["ip", "netns", "exec", ns, *cmd]
     if kind in ("pod", "pods", "po"):
-        from netlab import pods
-
         return pods.exec_argv(lab, name, cmd, container=container)
     raise UsageError(f"exec: target '{target}' is not NODE, node/NAME, pod/NAME or external")
 
@@ -45,5 +45,5 @@ def exec_argv(lab: str, target: str, cmd: list[str], container: str | None = Non
 def exec_env(lab: str) -> dict[str, str]:
     """PATH with iptables -> iptables-legacy first, so the seed's commands work verbatim."""
     return {**os.environ, "PATH": f"{names.bin_dir(lab)}:{os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}",
-            # the lock the lab's agents write the node's tables under (kernel.xtables_lock)
-            "XTABLES_LOCKFILE": str(kernel.xtables_lock(lab))}
+            # the lock the lab's agents write the node's tables under (iptables.xtables_lock)
+            "XTABLES_LOCKFILE": str(iptables.xtables_lock(lab))}

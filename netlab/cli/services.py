@@ -1,6 +1,6 @@
 """CLI for services: `expose pod|deployment NAME`, `get svc`, `get endpoints`, `delete svc`.
 
-Only parses and prints (kubectl's columns and words); netlab.services does the work.
+Only parses and prints (kubectl's columns and words); netlab.api.services does the work.
 """
 
 from __future__ import annotations
@@ -9,18 +9,10 @@ from typing import Optional
 
 import typer
 
-from netlab import cli, output
+from netlab.api import services
+from netlab.cli import app as cli
+from netlab.cli import output
 from netlab.errors import NotFound, UsageError
-
-SVC_HEADERS = ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"]
-EP_HEADERS = ["NAME", "ENDPOINTS", "AGE"]
-
-
-def _open(lab: str):
-    from netlab import lifecycle
-    from netlab.store import Store
-
-    return lifecycle.load_running_lab(lab), Store.for_lab(lab)
 
 
 def expose(kind: str = typer.Argument(..., help="pod or deployment"),
@@ -38,16 +30,14 @@ def expose(kind: str = typer.Argument(..., help="pod or deployment"),
            timeout: float = typer.Option(30.0, "--timeout", help="Seconds to wait."),
            lab: Optional[str] = cli.LabOpt):
     """Create a Service selecting a pod's (or a deployment's pods') labels, as kubectl expose."""
-    from netlab import services
-
     if type_ not in services.TYPES:
         raise UsageError(f"--type: '{type_}' is not one of {', '.join(services.TYPES)}")
     if protocol is not None and protocol not in services.PROTOCOLS:
         raise UsageError(f"--protocol: '{protocol}' is not one of {', '.join(services.PROTOCOLS)}")
     if port is not None and not 1 <= port <= 65535:
         raise UsageError(f"--port: {port} is not a port (1-65535)")
-    cli._need_root()
-    lab_obj, st = _open(cli._lab_name(lab))
+    cli.need_root()
+    lab_obj, st = cli.open_lab(cli.lab_name(lab))
     try:
         svc, rev = services.expose(st, lab_obj, kind, name, namespace, port=port, target_port=target_port,
                                    type_=type_, svc_name=svc_name, node_port=node_port, protocol=protocol)
@@ -59,7 +49,7 @@ def expose(kind: str = typer.Argument(..., help="pod or deployment"),
 
 
 def _list(args: "cli.GetArgs", one, many) -> list[dict]:
-    _, st = _open(args.lab)
+    _, st = cli.open_lab(args.lab)
     try:
         if args.name:
             return [one(st, args.namespace, args.name)]
@@ -69,25 +59,19 @@ def _list(args: "cli.GetArgs", one, many) -> list[dict]:
 
 
 def get_services(args: "cli.GetArgs") -> None:
-    from netlab import services
-
     items = _list(args, services.get, services.list_services)
     wide = args.fmt == "wide"
-    output.print_list(args, items, SVC_HEADERS + (["SELECTOR"] if wide else []),
-           [services.service_row(s, wide) for s in items])
+    output.print_list(args, items, output.SVC_HEADERS + (["SELECTOR"] if wide else []),
+           [output.service_row(s, wide) for s in items])
 
 
 def get_endpoints(args: "cli.GetArgs") -> None:
-    from netlab import services
-
     items = _list(args, services.get_endpoints, services.list_endpoints)
-    output.print_list(args, items, EP_HEADERS, [services.endpoints_row(e) for e in items])
+    output.print_list(args, items, output.EP_HEADERS, [output.endpoints_row(e) for e in items])
 
 
 def delete_service(args: "cli.DeleteArgs") -> None:
-    from netlab import services
-
-    lab_obj, st = _open(args.lab)
+    lab_obj, st = cli.open_lab(args.lab)
     try:
         try:
             _, rev = services.delete(st, args.namespace, args.name)
@@ -105,5 +89,4 @@ def register(app: typer.Typer) -> None:
     app.command(help=expose.__doc__)(expose)
     cli.register_get("svc", "service", "services")(get_services)
     cli.register_get("endpoints", "ep", "endpoint")(get_endpoints)
-    if hasattr(cli, "register_delete"):
-        cli.register_delete("svc", "service", "services")(delete_service)
+    cli.register_delete("svc", "service", "services")(delete_service)

@@ -1,4 +1,4 @@
-"""Lab lifecycle: `up` (create or repair), `down` (remove everything), and the lab lock.
+"""Lab lifecycle: `up` (create or repair), `down` (remove everything), `status`.
 
 `up` is a pipeline of small idempotent steps (underlay, nodes, etcd, agents); each step
 reports what it did, so a second `up` on a running lab reports the repairs it made. `down`
@@ -9,18 +9,34 @@ and state directories), so it cleans up after a crash with etcd dead and no stat
 from __future__ import annotations
 
 import contextlib
-import fcntl
+import json
 import os
 import shutil
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
-from netlab import kernel, names, store
-from netlab.errors import LabBusy, NetlabError
-from netlab.labfile import Lab, Node, parse_lab
+from netlab import names, store
+from netlab.api import manifests
+from netlab.api import nodes as api_nodes
+from netlab.api.meta import node_ready
+from netlab.errors import NetlabError, UsageError
+from netlab.kernel import netlink, netns, proc
+from netlab.lab.lock import lab_lock
+from netlab.lab.running import (
+    agent_pid,
+    etcd_pid,
+    lab_exists,
+    load_running_lab,
+    our_pid,
+    pid_in_ns,
+    running_labs,
+    write_lab_copy,
+)
+from netlab.labfile import Lab, Node
+from netlab.plan import flannel_leases
 from netlab.store import Store
 
 Report = Callable[[str, str], None]  # (step, outcome) for progress output
@@ -34,63 +50,6 @@ LEGACY_TOOLS = {
 
 def _noop(step: str, outcome: str) -> None:
     pass
-
-
-# --------------------------------------------------------------------------- lock
-@contextlib.contextmanager
-def lab_lock(lab: str, wait: float | None = None) -> Iterator[None]:
-    """Serialise mutating commands on one lab; the kernel drops the lock if we die."""
-    if wait is None:
-        wait = float(os.environ.get("NETLAB_LOCK_WAIT", "10"))
-    path = names.lock_file(lab)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    deadline = time.monotonic() + wait
-    try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise LabBusy(f"lab busy: another netlab command is changing lab '{lab}' "
-                                  f"(lock {path}); try again when it has finished") from None
-                time.sleep(0.1)
-        yield
-    finally:
-        os.close(fd)
-
-
-# --------------------------------------------------------------------------- queries
-def running_labs() -> list[str]:
-    try:
-        return sorted(d.name for d in names.RUN_ROOT.iterdir()
-                      if d.is_dir() and (d / "lab.yaml").exists())
-    except FileNotFoundError:
-        return []
-
-
-def load_running_lab(lab: str) -> Lab:
-    p = names.lab_copy(lab)
-    if not p.exists():
-        from netlab.errors import LabNotUp
-
-        raise LabNotUp(f"lab '{lab}' is not up (no {p}); start it with `netlab up`")
-    return parse_lab(p.read_text(), str(p))
-
-
-def agent_pid(lab: str, node: str) -> int | None:
-    return kernel.read_pid(names.pid_file(lab, f"agent-{node}"))
-
-
-def etcd_pid(lab: str) -> int | None:
-    return kernel.read_pid(names.pid_file(lab, "etcd"))
-
-
-def _pid_in_ns(pid: int | None, ns: str) -> bool:
-    """Alive and inside the current pin of `ns` (not a namespace deleted under it)."""
-    return (kernel.pid_alive(pid) and kernel.netns_inode(ns) is not None
-            and kernel.pid_netns_inode(pid) == kernel.netns_inode(ns))
 
 
 # --------------------------------------------------------------------------- up
@@ -117,8 +76,6 @@ class Up:
         self.report(step, ("repaired: " if self.result.was_up else "") + what)
 
     def run(self) -> UpResult:
-        from netlab import manifests
-
         # The lab file's Kubernetes manifests are checked before anything is touched.
         docs = manifests.workload_docs(self.lab)
         with lab_lock(self.name):
@@ -127,8 +84,6 @@ class Up:
                 old = load_running_lab(self.name)
                 merged = merge_running(old, self.lab)
                 if merged is None:
-                    from netlab.errors import UsageError
-
                     raise UsageError(f"lab '{self.name}' is already up with a different lab file; "
                                      f"run `netlab down --lab {self.name}` first")
                 if merged.model_dump() != old.model_dump():
@@ -167,9 +122,9 @@ class Up:
     def underlay(self) -> None:
         ns = names.underlay_ns(self.name)
         nn = self.lab.node_network
-        if kernel.netns_create(ns):
+        if netns.netns_create(ns):
             self._did("underlay", f"namespace {ns}")
-        with kernel.Netlink(ns) as nl:
+        with netlink.Netlink(ns) as nl:
             nl.set_link("lo", state="up")
             if nl.ensure_bridge(names.UNDERLAY_BRIDGE, mtu=nn.mtu):
                 self._did("underlay", f"bridge {names.UNDERLAY_BRIDGE}")
@@ -180,11 +135,11 @@ class Up:
         ns = names.node_ns(self.name, node.name)
         under = names.underlay_ns(self.name)
         nn = self.lab.node_network
-        created = kernel.netns_create(ns)
+        created = netns.netns_create(ns)
         if created:
             self._did(node.name, f"namespace {ns}")
         veth = names.underlay_veth(node.name)
-        with kernel.Netlink(ns) as nl:
+        with netlink.Netlink(ns) as nl:
             uplink_missing = nl.index(names.NODE_UPLINK) is None
         if uplink_missing:
             # The namespace was deleted under running processes: they keep the old one (and
@@ -192,22 +147,22 @@ class Up:
             stale = [agent_pid(self.name, node.name)]
             if node.name == self.lab.etcd_node.name:
                 stale.append(etcd_pid(self.name))
-            kernel.kill_pids([p for p in stale if p and not _pid_in_ns(p, ns)])
-            with kernel.Netlink(under) as nl:
+            proc.kill_pids([p for p in stale if p and not pid_in_ns(p, ns)])
+            with netlink.Netlink(under) as nl:
                 nl.delete_link(veth)
-        with kernel.Netlink(under) as nl:
+        with netlink.Netlink(under) as nl:
             if nl.ensure_veth(veth, names.NODE_UPLINK, peer_netns=ns, mtu=nn.mtu, alias=node.name,
                               peer_mac=names.node_mac(self.name, node.name)):
                 self._did(node.name, f"link {names.NODE_UPLINK} <-> {under}/{veth}")
             nl.set_link(veth, master=nl.must_index(names.UNDERLAY_BRIDGE), state="up")
-        with kernel.Netlink(ns) as nl:
+        with netlink.Netlink(ns) as nl:
             nl.set_link("lo", state="up")
             nl.set_link(names.NODE_UPLINK, state="up", mtu=nn.mtu)
             nl.ensure_addr(names.NODE_UPLINK, node.ip, self.lab.prefixlen)
             # Without a default route, connect() to a ClusterIP fails before OUTPUT NAT runs.
             nl.ensure_route("0.0.0.0/0", gateway=nn.gateway)
         if created:
-            kernel.sysctl_set(ns, {
+            netns.sysctl_set(ns, {
                 "net.ipv4.ip_forward": "1",
                 "net.bridge.bridge-nf-call-iptables": "1",
                 # conntrack must see bridged pod-to-pod traffic for hairpin service traffic
@@ -221,11 +176,11 @@ class Up:
         pid = etcd_pid(self.name)
         st = Store.for_lab(self.name, timeout=2.0)
         try:
-            if _pid_in_ns(pid, ns) and st.wait_healthy(5):
+            if pid_in_ns(pid, ns) and st.wait_healthy(5):
                 self.report("etcd", f"running (pid {pid})")
                 return
-            if kernel.pid_alive(pid):
-                kernel.kill_pids([pid])
+            if proc.pid_alive(pid):
+                proc.kill_pids([pid])
             sock = names.etcd_socket(self.name)
             if sock.exists():
                 sock.unlink()
@@ -244,9 +199,9 @@ class Up:
                 "--log-level", "warn",
             ]
             # etcd resolves the unix:// listen address relative to its working directory.
-            pid = kernel.spawn(argv, lab=self.name, netns=ns, cwd=names.run_dir(self.name),
+            pid = proc.spawn(argv, lab=self.name, netns=ns, cwd=names.run_dir(self.name),
                                log=names.log_file(self.name, "etcd"))
-            kernel.write_pid(names.pid_file(self.name, "etcd"), pid)
+            proc.write_pid(names.pid_file(self.name, "etcd"), pid)
             if not st.wait_healthy(20):
                 raise NetlabError(f"etcd did not become healthy; see {names.log_file(self.name, 'etcd')}")
             self._did("etcd", f"started in {ns} at {self.lab.etcd_endpoint} (pid {pid})")
@@ -254,12 +209,8 @@ class Up:
             st.close()
 
     def flannel_config(self) -> None:
-        from netlab import flannel_leases
-
         st = Store.for_lab(self.name)
         try:
-            import json
-
             if st.create(store.FLANNEL_CONFIG, json.dumps(self.lab.flannel.config_json(),
                                                            separators=(",", ":"))):
                 self._did("flannel", f"config written to {store.FLANNEL_CONFIG}")
@@ -276,32 +227,24 @@ class Up:
     def agent(self, node: Node) -> None:
         ns = names.node_ns(self.name, node.name)
         pid = agent_pid(self.name, node.name)
-        if _pid_in_ns(pid, ns):
+        if pid_in_ns(pid, ns):
             return
-        if kernel.pid_alive(pid):  # alive in a namespace that was deleted: replace it
-            kernel.kill_pids([pid])
-        pid = kernel.spawn(
+        if proc.pid_alive(pid):  # alive in a namespace that was deleted: replace it
+            proc.kill_pids([pid])
+        pid = proc.spawn(
             [*self.agent_cmd, "--lab", self.name, "--node", node.name],
             lab=self.name, netns=ns, log=names.log_file(self.name, f"agent-{node.name}"),
             bind={names.node_flannel_dir(self.name, node.name): names.FLANNEL_RUN},
             env={"PYTHONUNBUFFERED": "1", names.ENV_NODE: node.name},  # inherited by its pods
         )
-        kernel.write_pid(names.pid_file(self.name, f"agent-{node.name}"), pid)
+        proc.write_pid(names.pid_file(self.name, f"agent-{node.name}"), pid)
         self._did(node.name, f"agent started (pid {pid})")
 
     def wait_agents(self, timeout: float = 30.0) -> None:
         st = Store.for_lab(self.name)
         try:
-            deadline = time.monotonic() + timeout
-            pending = {n.name for n in self.lab.nodes}
-            while pending and time.monotonic() < deadline:
-                for name in list(pending):
-                    item = st.get(store.NODE_LEASES + name)
-                    pid = agent_pid(self.name, name)
-                    if item and item.value["spec"].get("agentPid") == pid:
-                        pending.discard(name)
-                if pending:
-                    time.sleep(0.1)
+            agents = {n.name: agent_pid(self.name, n.name) for n in self.lab.nodes}
+            pending = api_nodes.wait_reported(st, agents, timeout)
             if pending:
                 raise NetlabError(f"agents of {', '.join(sorted(pending))} did not report; "
                                   f"see {names.run_dir(self.name) / 'logs'}")
@@ -309,13 +252,10 @@ class Up:
         finally:
             st.close()
 
-
     def workloads(self, docs: list, timeout: float = 120.0) -> None:
         """Apply the lab file's workloads; wait until deployments are available and proxies report."""
         if not docs:
             return
-        from netlab import manifests
-
         st = Store.for_lab(self.name)
         try:
             res = manifests.apply(st, self.lab, docs)
@@ -326,14 +266,6 @@ class Up:
             self.report("workloads", f"{len(docs)} objects in place; every proxy has their rules")
         finally:
             st.close()
-
-
-def write_lab_copy(lab: Lab) -> None:
-    """The running lab's copy, replaced atomically (agents and the CLI read it any time)."""
-    copy = names.lab_copy(lab.name)
-    tmp = copy.with_suffix(".tmp")
-    tmp.write_text(lab.to_yaml())
-    tmp.replace(copy)
 
 
 def merge_running(old: Lab, new: Lab) -> Lab | None:
@@ -385,32 +317,27 @@ class DownResult:
     purged: bool = False
 
 
-def lab_exists(lab: str) -> bool:
-    return bool(names.run_dir(lab).exists() or kernel.netns_list(names.ns_prefix(lab))
-                or kernel.lab_pids(lab))
-
-
 def down(lab: str, purge: bool = False, report: Report = _noop) -> DownResult:
     res = DownResult(lab, was_up=lab_exists(lab))
     with lab_lock(lab):
         # Agents first (so they do not recreate what we remove), then everything else.
-        agents = [p for p in (kernel.read_pid(f) for f in
+        agents = [p for p in (proc.read_pid(f) for f in
                               (names.run_dir(lab) / "pids").glob("agent-*.pid")) if p] \
             if (names.run_dir(lab) / "pids").exists() else []
-        agents = [p for p in agents if kernel.pid_environ(p).get(names.ENV_MARK) == lab]
-        res.processes += kernel.kill_pids(agents)
+        agents = [p for p in agents if our_pid(lab, p)]
+        res.processes += proc.kill_pids(agents)
         for _ in range(3):  # processes can fork while we kill: repeat until none is left
-            pids = kernel.lab_pids(lab)
+            pids = proc.lab_pids(lab)
             if not pids:
                 break
-            res.processes += kernel.kill_pids(pids)
+            res.processes += proc.kill_pids(pids)
         if res.processes:
             report("processes", f"stopped {len(set(res.processes))}")
         # Pods first, the underlay last: deleting a namespace deletes its links.
-        nss = kernel.netns_list(names.ns_prefix(lab))
+        nss = netns.netns_list(names.ns_prefix(lab))
         nss.sort(key=lambda n: (n == names.underlay_ns(lab), not n.startswith(f"{lab}-pod-"), n))
         for ns in nss:
-            if kernel.netns_delete(ns):
+            if netns.netns_delete(ns):
                 res.namespaces.append(ns)
         if res.namespaces:
             report("namespaces", f"removed {len(res.namespaces)}")
@@ -451,12 +378,13 @@ def status(lab_name: str) -> dict:
         pid = agent_pid(lab_name, n.name)
         lease = leases.get(n.name)
         age = now - lease["spec"]["renewTime"] if lease else None
+        running = pid_in_ns(pid, ns)
         nodes.append({
             "name": n.name, "role": n.role, "ip": n.ip, "namespace": ns,
-            "namespaceExists": kernel.netns_exists(ns),
-            "agentPid": pid, "agentRunning": _pid_in_ns(pid, ns),
+            "namespaceExists": netns.netns_exists(ns),
+            "agentPid": pid, "agentRunning": running,
             "heartbeatAgeSeconds": None if age is None else round(age, 1),
-            "ready": age is not None and age < 10 and _pid_in_ns(pid, ns),
+            "ready": running and node_ready(lease, now, lab.node_monitor_grace_period),
         })
     epid = etcd_pid(lab_name)
     return {
@@ -464,7 +392,7 @@ def status(lab_name: str) -> dict:
         "metadata": {"name": lab_name},
         "status": {
             "underlay": {"namespace": names.underlay_ns(lab_name),
-                         "exists": kernel.netns_exists(names.underlay_ns(lab_name)),
+                         "exists": netns.netns_exists(names.underlay_ns(lab_name)),
                          "gateway": lab.node_network.gateway},
             "etcd": {"endpoint": lab.etcd_endpoint, "socket": names.etcd_socket_url(lab_name),
                      "pid": epid, "healthy": etcd_ok},

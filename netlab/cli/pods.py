@@ -1,6 +1,7 @@
 """CLI for pods: `run`, `get pods`, `delete pod`, `logs` and `ps`.
 
-Only parses and prints (kubectl's and docker's columns and words); netlab.pods does the work.
+Only parses and prints (kubectl's and docker's columns and words); netlab.api.pods (the
+objects) and netlab.lab.pods (what the nodes run) do the work.
 """
 
 from __future__ import annotations
@@ -10,15 +11,12 @@ from typing import List, Optional
 
 import typer
 
-from netlab import cli, output
+from netlab.api import pods
+from netlab.cli import app as cli
+from netlab.cli import output
 from netlab.errors import NotFound, UsageError
-
-
-def _store(lab: str):
-    from netlab import lifecycle
-    from netlab.store import Store
-
-    return lifecycle.load_running_lab(lab), Store.for_lab(lab)
+from netlab.lab import pods as node_pods
+from netlab.lab import running
 
 
 def _pairs(values: list[str], opt: str) -> dict[str, str]:
@@ -45,8 +43,6 @@ def run(name: str = typer.Argument(..., help="The pod's name (a DNS label)."),
         timeout: float = typer.Option(60.0, "--timeout", help="Seconds to wait."),
         lab: Optional[str] = cli.LabOpt):
     """Run a bare pod, like kubectl run: `netlab run web` (the HTTP app) or `netlab run x -- CMD...`."""
-    from netlab import pods
-
     pods.check_name(name, "NAME")
     if image not in (None, pods.HELLO_IMAGE):
         raise UsageError(f"--image: '{image}' is not available in netlab (only {pods.HELLO_IMAGE}; "
@@ -56,8 +52,8 @@ def run(name: str = typer.Argument(..., help="The pod's name (a DNS label)."),
     pod = pods.new_pod(name, namespace, command=list(cmd or []) or None, image=image, port=port,
                        labels=_pairs(labels, "-l") or None, env=_pairs(env, "--env"), node=node)
     pods.validate_pod(pod)
-    cli._need_root()
-    lab_obj, st = _store(cli._lab_name(lab))
+    cli.need_root()
+    lab_obj, st = cli.open_lab(cli.lab_name(lab))
     try:
         if node:
             try:
@@ -77,9 +73,7 @@ def run(name: str = typer.Argument(..., help="The pod's name (a DNS label)."),
 
 
 def get_pods(a: "cli.GetArgs") -> None:
-    from netlab import pods
-
-    _, st = _store(a.lab)
+    _, st = cli.open_lab(a.lab)
     try:
         if a.name:
             p = pods.get_pod(st, a.namespace, a.name)
@@ -97,16 +91,14 @@ def get_pods(a: "cli.GetArgs") -> None:
         output.err.print("No resources found" + ("" if a.all_namespaces else f" in {a.namespace} namespace") + ".")
         return
     wide = a.fmt == "wide"
-    headers = pods.WIDE_HEADERS if wide else pods.HEADERS
+    headers = output.POD_WIDE_HEADERS if wide else output.POD_HEADERS
     if a.all_namespaces:
         headers = ["NAMESPACE", *headers]
-    output.table(headers, [pods.row(p, wide, a.all_namespaces) for p in items])
+    output.table(headers, [output.pod_row(p, wide, a.all_namespaces) for p in items])
 
 
 def delete_pod(a: "cli.DeleteArgs") -> None:
-    from netlab import pods
-
-    _, st = _store(a.lab)
+    _, st = cli.open_lab(a.lab)
     try:
         gone = pods.delete_pod(st, a.namespace, a.name)
     finally:
@@ -117,7 +109,7 @@ def delete_pod(a: "cli.DeleteArgs") -> None:
         raise NotFound(f'pods "{a.name}" not found')
     print(f'pod "{a.name}" deleted')
     # Like kubectl, return once the pod is really gone (its node tore it down).
-    if gone["spec"].get("nodeName") and not pods.wait_gone(a.lab, a.namespace, a.name, gone["metadata"]["uid"]):
+    if gone["spec"].get("nodeName") and not node_pods.wait_gone(a.lab, a.namespace, a.name, gone["metadata"]["uid"]):
         output.err.print(f"warning: {gone['spec']['nodeName']} has not removed pod {a.name} yet")
 
 
@@ -128,15 +120,13 @@ def logs(pod: str = typer.Argument(..., help="The pod's name."),
          namespace: str = typer.Option("default", "-n", "--namespace"),
          lab: Optional[str] = cli.LabOpt):
     """Print a container's output (stdout and stderr)."""
-    from netlab import pods
-
-    cli._need_root()
-    name = cli._lab_name(lab)
-    path = pods.log_path(name, namespace, pod, container, previous)
+    cli.need_root()
+    name = cli.lab_name(lab)
+    path = node_pods.log_path(name, namespace, pod, container, previous)
     if not path.exists():
         raise NotFound(f"container log {path} does not exist (yet)")
-    stop = (lambda: True) if not follow or previous else pods.log_ended(name, namespace, pod, path)
-    for chunk in pods.follow(path, stop):
+    stop = (lambda: True) if not follow or previous else node_pods.log_ended(name, namespace, pod, path)
+    for chunk in node_pods.follow(path, stop):
         sys.stdout.buffer.write(chunk)
         sys.stdout.flush()
 
@@ -144,13 +134,11 @@ def logs(pod: str = typer.Argument(..., help="The pod's name."),
 def ps(node: Optional[str] = typer.Option(None, "--node", help="Only this node's containers."),
        lab: Optional[str] = cli.LabOpt):
     """The pods' containers in the manner of `docker ps`: pause (k8s_POD_...) and app containers."""
-    from netlab import lifecycle, pods
-
-    cli._need_root()
-    name = cli._lab_name(lab)
+    cli.need_root()
+    name = cli.lab_name(lab)
     if node:
-        lifecycle.load_running_lab(name).node(node)
-    output.table(pods.PS_HEADERS, pods.ps_rows(name, node))
+        running.load_running_lab(name).node(node)
+    output.table(node_pods.PS_HEADERS, node_pods.ps_rows(name, node))
 
 
 def register(app: typer.Typer) -> None:

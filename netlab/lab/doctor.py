@@ -11,7 +11,7 @@ import os
 import shutil
 from dataclasses import dataclass
 
-from netlab import kernel
+from netlab.kernel import iptables, netlink, netns
 
 APT = "apt-get install -y"
 BINARIES = {
@@ -70,12 +70,12 @@ def _kernel_checks() -> list[Check]:
     out: list[Check] = []
     ns = f"netlabdoctor{os.getpid()}-probe"
     try:
-        kernel.netns_create(ns)
+        netns.netns_create(ns)
         out.append(Check("network namespaces", True))
     except Exception as e:  # noqa: BLE001
         return [Check("network namespaces", False, str(e), "a kernel with CONFIG_NET_NS")]
     try:
-        with kernel.Netlink(ns) as nl:
+        with netlink.Netlink(ns) as nl:
             nl.set_link("lo", state="up")
             for name, fix, fn in (
                 ("veth", "CONFIG_VETH (modprobe veth)", lambda: nl.ensure_veth("dv0", "dv1")),
@@ -89,17 +89,17 @@ def _kernel_checks() -> list[Check]:
                 except Exception as e:  # noqa: BLE001
                     out.append(Check(name, False, str(e), fix))
         try:
-            kernel.sysctl_get(ns, "net.bridge.bridge-nf-call-iptables")
+            netns.sysctl_get(ns, "net.bridge.bridge-nf-call-iptables")
             out.append(Check("br_netfilter", True))
         except Exception as e:  # noqa: BLE001
             out.append(Check("br_netfilter", False, str(e), "modprobe br_netfilter"))
         try:
-            kernel.iptables_restore(ns, PROBE_RULES, noflush=True)
+            iptables.iptables_restore(ns, PROBE_RULES, noflush=True)
             out.append(Check("iptables nat, xt matches statistic/comment/addrtype/mark/conntrack", True))
         except Exception as e:  # noqa: BLE001
             out.append(Check("iptables nat, xt matches statistic/comment/addrtype/mark/conntrack", False,
                              str(e), "modprobe iptable_nat xt_statistic xt_comment xt_addrtype "
                              "xt_mark xt_conntrack nf_nat (and install iptables)"))
     finally:
-        kernel.netns_delete(ns)
+        netns.netns_delete(ns)
     return out

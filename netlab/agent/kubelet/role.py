@@ -6,7 +6,7 @@ nodes: a pause process holds the pod's net, UTS and IPC namespaces (pinned under
 with an address from host-local IPAM and a default route via <subnet>.1; the containers
 start in those namespaces with a mount namespace of their own (/etc/hosts), are restarted
 with back-off when they exit, and the pod's status goes back to etcd. What runs is recorded
-in each pod's run directory (netlab.pods), so a restarted agent adopts its pods, and pods
+in each pod's run directory (netlab.plan.podrecord), so a restarted agent adopts its pods, and pods
 outlive a killed agent (detached processes, as under containerd's shims).
 """
 
@@ -21,10 +21,13 @@ import sys
 import time
 from pathlib import Path
 
-from netlab import flannel_leases, kernel, names, pods, store
+from netlab import names, store
 from netlab.agent.base import Reconciler
+from netlab.api import pods as api_pods
 from netlab.errors import NetlabError
-from netlab.ipam import HostLocal
+from netlab.kernel import netlink, netns, proc
+from netlab.plan import flannel_leases, podrecord
+from netlab.plan.ipam import HostLocal
 
 BRIDGE = "docker0"
 # Kubernetes waits 10 s doubling to 5 min; a lab wants to see restarts quickly.
@@ -79,8 +82,8 @@ class KubeletRole(Reconciler):
         self.due: dict[tuple[str, str], float] = {}  # (uid, container) -> restart not before
         self.failed: dict[str, str] = {}  # uid -> why its sandbox died (until etcd says Failed)
         self.errors: dict[str, tuple[str, float]] = {}  # uid -> (why creation failed, retry at)
-        self.watcher = kernel.PidWatcher(lambda key: self.kick())
-        self.wire: kernel.PodWiring | None = None
+        self.watcher = proc.PidWatcher(lambda key: self.kick())
+        self.wire: netlink.PodWiring | None = None
         self.pause_bin = _native("netlab-pause")
         self.hello_bin = _native("netlab-hello")
         self.stats = {"created": 0, "create_s": 0.0, "deleted": 0, "delete_s": 0.0}
@@ -90,12 +93,12 @@ class KubeletRole(Reconciler):
     def setup(self) -> None:
         if self.wire is None:  # once: after it, this thread sees the host's /run/flannel
             self._read_flannel()
-            mnt = kernel.host_mount_ns_fd()
+            mnt = netns.host_mount_ns_fd()
             if mnt is None:
                 self.log.warning("no host mount namespace handed over (%s): pod pins will be "
-                                 "visible inside this agent only", kernel.HOST_MNTNS_ENV)
-            self.wire = kernel.PodWiring(mnt)  # this (the reconcile) thread now wires pods
-        pods.pods_root(self.lab).mkdir(parents=True, exist_ok=True)
+                                 "visible inside this agent only", netns.HOST_MNTNS_ENV)
+            self.wire = netlink.PodWiring(mnt)  # this (the reconcile) thread now wires pods
+        podrecord.pods_root(self.lab).mkdir(parents=True, exist_ok=True)
         self._adopt()
         self.log.info("kubelet ready: subnet %s, gateway %s, MTU %d, IPAM %s-%s, %d pods adopted",
                       self.subnet, self.gateway, self.mtu, self.ipam.range_start,
@@ -133,7 +136,7 @@ class KubeletRole(Reconciler):
     def _bridge_index(self) -> int | None:
         if self.wire is not None:
             return self.wire.node.link_index(BRIDGE)
-        rt = kernel.Rtnl()
+        rt = netlink.Rtnl()
         try:
             return rt.link_index(BRIDGE)
         finally:
@@ -143,11 +146,11 @@ class KubeletRole(Reconciler):
         """Take over the pods a previous agent started (level-triggered: no duplicates)."""
         self._reclaim_interrupted()
         broken = []
-        for d, rec in pods.records(self.lab, self.node):
+        for d, rec in podrecord.records(self.lab, self.node):
             uid = rec["uid"]
             if rec.get("terminated"):
                 self.pods[uid] = (d, rec)
-            elif pods.proc_alive(rec.get("pause")):
+            elif proc.proc_alive(rec.get("pause")):
                 self.pods[uid] = (d, rec)
                 self._watch(uid, rec)
             elif rec.get("pause"):
@@ -166,27 +169,27 @@ class KubeletRole(Reconciler):
     def _reclaim_interrupted(self) -> None:
         """Pods whose creation a dying agent left half done hold an address but have no
         record: stop their pause (and anything in its netns), unpin, free the address."""
-        recorded = {r["uid"] for _, r in pods.records(self.lab, self.node)}
+        recorded = {r["uid"] for _, r in podrecord.records(self.lab, self.node)}
         orphans = {}
         for ip, owner in self.ipam.allocations().items():
             if owner in recorded:
                 continue
-            d = next(iter(pods.pods_root(self.lab).glob(f"*_{owner}")), None)
+            d = next(iter(podrecord.pods_root(self.lab).glob(f"*_{owner}")), None)
             ns, name = d.name.split("_")[:2] if d else (None, None)
             orphans[owner] = (d, {"namespace": ns, "name": name, "uid": owner, "podIP": str(ip),
                                   "netns": names.pod_ns(self.lab, ns, name) if d else None,
-                                  "veth": pods.host_veth(owner), "containers": {}})
+                                  "veth": podrecord.host_veth(owner), "containers": {}})
         if not orphans:
             return
         by_name = {r["name"]: r for _, r in orphans.values() if r["name"]}
-        for pid in kernel._all_pids():  # their pause processes: ours, by mark and argv
-            env = kernel.pid_environ(pid)
-            argv = kernel.pid_cmdline(pid)
+        for pid in proc.all_pids():  # their pause processes: ours, by mark and argv
+            env = proc.pid_environ(pid)
+            argv = proc.pid_cmdline(pid)
             if (env.get(names.ENV_MARK) == self.lab and env.get(names.ENV_NODE) == self.node
                     and len(argv) == 2 and argv[0].endswith("netlab-pause") and argv[1] in by_name):
                 r = by_name[argv[1]]
-                r["pause"] = {"pid": pid, "starttime": kernel.proc_starttime(pid)}
-                r["netnsInode"] = kernel.pid_netns_inode(pid)
+                r["pause"] = {"pid": pid, "starttime": proc.proc_starttime(pid)}
+                r["netnsInode"] = netns.pid_netns_inode(pid)
         for d, r in orphans.values():
             self.log.info("reclaiming pod %s/%s (uid %s): its creation was interrupted",
                           r["namespace"], r["name"], r["uid"])
@@ -237,7 +240,7 @@ class KubeletRole(Reconciler):
 
         # 2. sandboxes that died: the pod is Failed and its resources reclaimed
         died = [u for u, (_, r) in self.pods.items()
-                if not r.get("terminated") and r.get("pause") and not pods.proc_alive(r["pause"])]
+                if not r.get("terminated") and r.get("pause") and not proc.proc_alive(r["pause"])]
         for u in died:
             self.failed[u] = f"sandbox (pause, pid {self.pods[u][1]['pause']['pid']}) exited"
             self.log.warning("pod %s/%s: %s", self.pods[u][1]["namespace"], self.pods[u][1]["name"],
@@ -304,10 +307,10 @@ class KubeletRole(Reconciler):
             pod = it.value
             m = pod["metadata"]
             uid = m["uid"]
-            d = pods.pod_dir(self.lab, m["namespace"], m["name"], uid)
+            d = podrecord.pod_dir(self.lab, m["namespace"], m["name"], uid)
             rec = {"namespace": m["namespace"], "name": m["name"], "uid": uid, "node": self.node,
                    "hostIP": self.host_ip, "netns": names.pod_ns(self.lab, m["namespace"], m["name"]),
-                   "veth": pods.host_veth(uid), "created": time.time(), "pause": None,
+                   "veth": podrecord.host_veth(uid), "created": time.time(), "pause": None,
                    "order": [c["name"] for c in pod["spec"]["containers"]], "containers": {}}
             try:
                 t = time.perf_counter()
@@ -318,7 +321,7 @@ class KubeletRole(Reconciler):
                 t = self._took("ipam", t)
                 r, w = os.pipe()
                 try:
-                    pid = kernel.spawn_fast([self.pause_bin, m["name"]], lab=self.lab,
+                    pid = proc.spawn_fast([self.pause_bin, m["name"]], lab=self.lab,
                                             env=self._base_env(), stdout_fd=w)
                 finally:
                     os.close(w)
@@ -347,17 +350,17 @@ class KubeletRole(Reconciler):
         t = time.perf_counter()
         if not select.select([ready_fd], [], [], 5.0)[0] or os.read(ready_fd, 16) != b"ready\n":
             raise NetlabError(f"pause (pid {pid}) did not come up")
-        rec["pause"]["starttime"] = kernel.proc_starttime(pid)
+        rec["pause"]["starttime"] = proc.proc_starttime(pid)
         t = self._took("pause-ready", t)
         bridge = self._wire(rec, pid)
         if bridge is None:
             raise NetlabError(f"{BRIDGE} is gone")
         t = self._took("wire", t)
-        (d / "hosts").write_text(pods.hosts_text(rec["podIP"], rec["name"]))
+        (d / "hosts").write_text(podrecord.hosts_text(rec["podIP"], rec["name"]))
         for c in pod["spec"]["containers"]:
             self._start_container(pod, d, rec, c, restart=0)
         t = self._took("containers", t)
-        pods.save_record(d, rec)
+        podrecord.save_record(d, rec)
         self._watch(rec["uid"], rec)
         self._took("record", t)
 
@@ -368,7 +371,7 @@ class KubeletRole(Reconciler):
         if bridge is None:
             return None
         t = time.perf_counter()
-        kernel.pin_netns(rec["netns"], pid)
+        netns.pin_netns(rec["netns"], pid)
         t = self._took("wire:pin", t)
         nfd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         try:
@@ -378,7 +381,7 @@ class KubeletRole(Reconciler):
             w.node.set_hairpin(w.node.link_index(rec["veth"]))
             t = self._took("wire:hairpin", t)
 
-            def inside(rt: kernel.Rtnl) -> None:
+            def inside(rt: netlink.Rtnl) -> None:
                 eth0 = rt.link_index("eth0")
                 rt.link_up(eth0)
                 rt.add_addr(eth0, rec["podIP"], rec["prefixLen"])
@@ -405,17 +408,17 @@ class KubeletRole(Reconciler):
 
     def _start_container(self, pod: dict, d: Path, rec: dict, c: dict, restart: int) -> None:
         name = c["name"]
-        argv = pods.container_argv(c, self.hello_bin)
+        argv = api_pods.container_argv(c, self.hello_bin)
         env = {**self._base_env(), "HOME": "/root", "HOSTNAME": rec["name"],
                "POD_NAME": rec["name"], "POD_NAMESPACE": rec["namespace"], "POD_IP": rec["podIP"],
                "NODE_NAME": self.node, "HOST_IP": self.host_ip}
         env.update({e["name"]: e["value"] for e in c.get("env") or []})
-        log = pods.container_log(d, name, restart)
-        pid = kernel.spawn_fast([self.pause_bin, "--enter", str(rec["pause"]["pid"]), str(d / "hosts"),
+        log = podrecord.container_log(d, name, restart)
+        pid = proc.spawn_fast([self.pause_bin, "--enter", str(rec["pause"]["pid"]), str(d / "hosts"),
                                  *argv], lab=self.lab, env=env, log=log)
         prev = rec["containers"].get(name) or {}
         rec["containers"][name] = {
-            "pid": pid, "starttime": kernel.proc_starttime(pid), "started": time.time(),
+            "pid": pid, "starttime": proc.proc_starttime(pid), "started": time.time(),
             "restartCount": restart, "argv": argv, "image": c.get("image"),
             "ports": [p["containerPort"] for p in c.get("ports") or [] if p["protocol"] == "TCP"],
             "ready": False, "backoff": prev.get("backoff", 0), "last": prev.get("last")}
@@ -432,13 +435,13 @@ class KubeletRole(Reconciler):
             r = rec["containers"].get(name)
             if r is None:
                 continue
-            if r.get("pid") and not pods.proc_alive(r):
+            if r.get("pid") and not proc.proc_alive(r):
                 code = self._reap(r["pid"])
                 ran = now - r["started"]
                 r["last"] = {"terminated": {
                     "exitCode": code, "reason": "Completed" if code == 0 else "Error",
                     "startedAt": _rfc3339(r["started"]), "finishedAt": _rfc3339(now),
-                    "containerID": "netlab://" + pods.container_id(uid, name, r["restartCount"])}}
+                    "containerID": "netlab://" + podrecord.container_id(uid, name, r["restartCount"])}}
                 r["backoff"] = 0 if ran >= BACKOFF_RESET else r.get("backoff", 0) + 1
                 delay = min(BACKOFF_MAX, BACKOFF_START * 2 ** (r["backoff"] - 1)) if r["backoff"] else 0
                 self.due[(uid, name)] = time.monotonic() + delay
@@ -466,7 +469,7 @@ class KubeletRole(Reconciler):
                     again = READY_POLL if now - r["started"] < 2.0 else 1.0
                     wake = again if wake is None else min(wake, again)
         if changed:
-            pods.save_record(d, rec)
+            podrecord.save_record(d, rec)
         return wake
 
     @staticmethod
@@ -495,26 +498,26 @@ class KubeletRole(Reconciler):
             for cname, c in (rec.get("containers") or {}).items():
                 self.watcher.unwatch((uid, cname))
                 self.due.pop((uid, cname), None)
-                if pods.proc_alive(c):
+                if proc.proc_alive(c):
                     leaders.append(c["pid"])
                     try:
                         os.killpg(c["pid"], signal.SIGTERM)  # the container's whole session
                     except ProcessLookupError:
                         pass
             p = rec.get("pause")
-            if p and p.get("pid") and (pods.proc_alive(p) or p.get("starttime") is None):
+            if p and p.get("pid") and (proc.proc_alive(p) or p.get("starttime") is None):
                 if p.get("starttime") is None and not self._our_pause(p["pid"], rec):
                     p = None
                 if p:
                     leaders.append(p["pid"])
-                    inodes.add(kernel.pid_netns_inode(p["pid"]))
+                    inodes.add(netns.pid_netns_inode(p["pid"]))
                     try:
                         os.kill(p["pid"], signal.SIGTERM)
                     except ProcessLookupError:
                         pass
             if rec.get("netnsInode") and not rec.get("terminated"):
                 inodes.add(rec["netnsInode"])
-            ino = kernel.netns_inode(rec["netns"])
+            ino = netns.netns_inode(rec["netns"])
             if ino is not None and (ino in inodes or not rec.get("netnsInode")):
                 inodes.add(ino)
         inodes.discard(None)
@@ -526,15 +529,15 @@ class KubeletRole(Reconciler):
         while True:
             for pid in leaders:
                 self._reap(pid)
-            leaders = [p for p in leaders if kernel.pid_alive(p)]
+            leaders = [p for p in leaders if proc.pid_alive(p)]
             if not leaders or time.monotonic() >= deadline:
                 break
             time.sleep(0.01)
         # Whatever still lives in those namespaces (a container that ignored SIGTERM, or a
         # process that left its session) is killed, or it would keep the netns and veth.
         if inodes:
-            for pid in kernel._all_pids():
-                if kernel.pid_netns_inode(pid) in inodes:
+            for pid in proc.all_pids():
+                if netns.pid_netns_inode(pid) in inodes:
                     try:
                         os.kill(pid, signal.SIGKILL)
                     except ProcessLookupError:
@@ -552,25 +555,25 @@ class KubeletRole(Reconciler):
                     c["pid"] = None
                     c["ready"] = False
                 try:
-                    pods.save_record(d, rec)
+                    podrecord.save_record(d, rec)
                 except OSError:
                     pass
             else:
                 shutil.rmtree(d, ignore_errors=True)
 
     def _our_pause(self, pid: int, rec: dict) -> bool:
-        env = kernel.pid_environ(pid)
-        return env.get(names.ENV_MARK) == self.lab and kernel.pid_cmdline(pid)[1:] == [rec["name"]]
+        env = proc.pid_environ(pid)
+        return env.get(names.ENV_MARK) == self.lab and proc.pid_cmdline(pid)[1:] == [rec["name"]]
 
     def _unwire(self, entries: list[tuple[Path, dict]]) -> None:
         """Remove the pins (the kernel then deletes each netns with its eth0 and veth); a
         veth whose pod never got its netns pinned (an interrupted creation) is deleted."""
         for _, rec in entries:
-            pinned = kernel.netns_path(rec["netns"])
-            ino = kernel.netns_inode(rec["netns"])
+            pinned = netns.netns_path(rec["netns"])
+            ino = netns.netns_inode(rec["netns"])
             if ino is not None and rec.get("netnsInode") and ino != rec["netnsInode"]:
                 continue  # a newer pod of the same name holds the pin now
-            kernel.unpin_netns(rec["netns"])
+            netns.unpin_netns(rec["netns"])
             if ino is None and not pinned.exists():
                 try:
                     self.wire.node.delete_link(rec["veth"])
@@ -630,7 +633,7 @@ class KubeletRole(Reconciler):
         if r is None:
             out["state"] = {"waiting": {"reason": "ContainerCreating"}}
             return out
-        out["containerID"] = "netlab://" + pods.container_id(uid, c["name"], r["restartCount"])
+        out["containerID"] = "netlab://" + podrecord.container_id(uid, c["name"], r["restartCount"])
         if r.get("pid") and not terminated:
             out["state"] = {"running": {"startedAt": _rfc3339(r["started"])}}
         elif terminated:

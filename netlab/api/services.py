@@ -6,7 +6,8 @@ reserved as Kubernetes reserves it for the `kubernetes` service) and node ports 
 `services.nodePortRange`) with etcd transactions, create/delete under
 /registry/services/specs/<ns>/<name>, `expose` (a Service built from a pod's or a
 deployment's labels), waiting until every worker's proxy reports a revision at least that
-of the write, and the table rows of `get svc` / `get endpoints`.
+of the write, and and reading Services and Endpoints back with their resourceVersion. `SPEC` is the one table of
+the Service fields netlab honours (netlab.api.manifests checks manifests against it).
 
 Allocation never reads then writes: one transaction creates the Service key, the cluster
 IP's key under /registry/ranges/serviceips/ and each node port's key under
@@ -19,39 +20,36 @@ from __future__ import annotations
 
 import ipaddress
 import random
-import re
 import time
 import uuid
 from typing import Any
 
-from netlab import output, store
+from netlab import store
+from netlab.api.meta import FieldError, check_labels, check_name, is_port_name, node_ready
 from netlab.errors import NetlabError, NotFound, UsageError
 from netlab.labfile import Lab
 from netlab.store import Store
 
 TYPES = ("ClusterIP", "NodePort")
 PROTOCOLS = ("TCP", "UDP")
-DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
-DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-IANA_SVC_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")  # plus: a letter, no "--", <= 15
-LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
-LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
-# spec fields accepted; the ones not listed in SPEC_HONOURED must hold the only value we do.
-SPEC_FIELDS = {"type", "ports", "selector", "clusterIP", "clusterIPs", "sessionAffinity",
-               "externalTrafficPolicy", "internalTrafficPolicy", "ipFamilies", "ipFamilyPolicy"}
+# The Service spec fields netlab honours, with their types (netlab.api.manifests' notation:
+# a type name, a one-element list for a list, ("map", type) for free-form keys). The one
+# table: manifests check against it, normalise() refuses any other field.
+SPEC: dict[str, object] = {
+    "type": "string",  # ClusterIP or NodePort
+    "clusterIP": "string",
+    "clusterIPs": ["string"],  # at most one, the clusterIP
+    "sessionAffinity": "string",  # None only
+    "externalTrafficPolicy": "string",  # Cluster only
+    "selector": ("map", "string"),
+    "ports": [{"name": "string", "protocol": "string", "port": "integer",
+               "targetPort": "integer or string", "nodePort": "integer"}],
+}
+SPEC_FIELDS = set(SPEC)
+PORT_FIELDS = set(SPEC["ports"][0])
 ALLOC_TRIES = 64
 PROXY_INPUT = "/registry/services/"  # what a proxy's rules are made of: specs/ and endpoints/
 WAIT_TIMEOUT = 30.0
-
-
-class FieldError(UsageError):
-    """A UsageError that knows which field it is about (so `expose` can name its flag)."""
-
-    def __init__(self, field: str, msg: str):
-        super().__init__(f"{field}: {msg}")
-        self.field = field
-        self.msg = msg
 
 
 def key(namespace: str, name: str) -> str:
@@ -91,40 +89,9 @@ def _int(value: Any, field: str, lo: int, hi: int, what: str) -> int:
     return value
 
 
-def check_name(value: Any, field: str, dns1035: bool = False) -> str:
-    rx, what = (DNS1035_LABEL, "a DNS-1035 label: a lower-case letter, then letters, digits, '-'") \
-        if dns1035 else (DNS1123_LABEL, "a DNS label: lower-case letters, digits, '-'")
-    if not isinstance(value, str) or not value:
-        raise FieldError(field, f"required ({what})")
-    if len(value) > 63 or not rx.match(value):
-        raise FieldError(field, f"'{value}' is not {what}, at most 63 characters")
-    return value
-
-
-def check_labels(value: Any, field: str) -> dict[str, str]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise FieldError(field, "must be a mapping of label keys to values")
-    out = {}
-    for k, v in value.items():
-        k = str(k)
-        prefix, _, name = k.rpartition("/")
-        if not LABEL_NAME.match(name) or len(name) > 63 or (prefix and not DNS1123_SUBDOMAIN.match(prefix)):
-            raise FieldError(field, f"'{k}' is not a valid label key")
-        if isinstance(v, bool) or v is None or not isinstance(v, (str, int, float)):
-            raise FieldError(f"{field}.{k}", f"label values are strings (quote {v!r})")
-        v = str(v)
-        if len(v) > 63 or not LABEL_VALUE.match(v):
-            raise FieldError(f"{field}.{k}", f"'{v}' is not a valid label value")
-        out[k] = v
-    return out
-
-
 def check_port_name(value: Any, field: str) -> str:
     """A container port's name as a targetPort refers to it (IANA_SVC_NAME)."""
-    if (not isinstance(value, str) or len(value) > 15 or not IANA_SVC_NAME.match(value)
-            or "--" in value or not re.search(r"[a-z]", value)):
+    if not is_port_name(value):
         raise FieldError(field, f"{value!r} is not a port number (1-65535) or a container port's name "
                                 "(IANA service name: at most 15 lower-case letters, digits, '-')")
     return value
@@ -205,7 +172,7 @@ def normalise(doc: Any, lab: Lab) -> dict:
         if not isinstance(p, dict):
             raise FieldError(f, "must be a mapping (port, targetPort, protocol, ...)")
         for k in p:
-            if k not in ("name", "protocol", "port", "targetPort", "nodePort", "appProtocol"):
+            if k not in PORT_FIELDS:
                 raise FieldError(f"{f}.{k}", "unknown field")
         out: dict[str, Any] = {}
         pname = p.get("name") or ""
@@ -487,13 +454,11 @@ def wait_proxies(st: Store, lab: Lab, revision: int, timeout: float = WAIT_TIMEO
 
 
 def _not_ready(st: Store, lab: Lab, nodes_: set[str]) -> set[str]:
-    from netlab.nodes import lease_ready
-
     now = time.time()
     out = set()
     for n in nodes_:
         item = st.get(store.NODE_LEASES + n)
-        if not lease_ready(item.value if item else None, now, lab.node_monitor_grace_period):
+        if not node_ready(item.value if item else None, now, lab.node_monitor_grace_period):
             out.add(n)
     return out
 
@@ -535,39 +500,3 @@ def get_endpoints(st: Store, namespace: str, name: str) -> dict:
 def list_endpoints(st: Store, namespace: str | None = None) -> list[dict]:
     prefix = store.ENDPOINTS + (f"{namespace}/" if namespace else "")
     return [with_version(i) for i in st.list(prefix) if isinstance(i.value, dict)]
-
-
-def ports_column(svc: dict) -> str:
-    """kubectl's PORT(S): 80/TCP, or 80:31295/TCP for a node port."""
-    out = []
-    for p in svc["spec"].get("ports") or []:
-        np_ = f":{p['nodePort']}" if p.get("nodePort") else ""
-        out.append(f"{p['port']}{np_}/{p.get('protocol', 'TCP')}")
-    return ",".join(out)
-
-
-def selector_column(svc: dict) -> str:
-    sel = svc["spec"].get("selector") or {}
-    return ",".join(f"{k}={v}" for k, v in sorted(sel.items())) or "<none>"
-
-
-def service_row(svc: dict, wide: bool = False) -> list:
-    row = [svc["metadata"]["name"], svc["spec"]["type"], svc["spec"].get("clusterIP") or "<none>",
-           "<none>", ports_column(svc), output.age(svc["metadata"].get("creationTimestamp"))]
-    if wide:
-        row.append(selector_column(svc))
-    return row
-
-
-def endpoints_column(ep: dict, limit: int = 3) -> str:
-    """kubectl's ENDPOINTS: ip:port pairs, the first three, then "+ N more..."."""
-    pairs = [f"{a['ip']}:{p['port']}" for s in ep.get("subsets") or []
-             for a in s.get("addresses") or [] for p in s.get("ports") or []]
-    if not pairs:
-        return "<none>"
-    more = len(pairs) - limit
-    return ",".join(pairs[:limit]) + (f" + {more} more..." if more > 0 else "")
-
-
-def endpoints_row(ep: dict) -> list:
-    return [ep["metadata"]["name"], endpoints_column(ep), output.age(ep["metadata"].get("creationTimestamp"))]

@@ -1,6 +1,6 @@
-"""CLI for workloads: `apply -f`, `delete -f`, `get deploy`, `scale deployment`, `delete deployment`,
-and `node stop|start`. Parses and prints only; the work is in netlab/manifests.py,
-netlab/deployments.py and netlab/nodecontrol.py.
+"""CLI for workloads: `apply -f`, `delete -f`, `get deploy`, `scale deployment`, `delete deployment`.
+
+Parses and prints only; the work is in netlab/api/manifests.py and netlab/api/deployments.py.
 """
 
 from __future__ import annotations
@@ -9,17 +9,12 @@ from typing import List, Optional
 
 import typer
 
-from netlab import cli, output
+from netlab.api import deployments, manifests
+from netlab.cli import app as cli
+from netlab.cli import output
 from netlab.errors import NotFound, UsageError
 
 WAIT_HELP = "Wait until deployments are available, pods run and every proxy has the rules."
-
-
-def _store(lab: str):
-    from netlab import lifecycle
-    from netlab.store import Store
-
-    return lifecycle.load_running_lab(lab), Store.for_lab(lab)
 
 
 def apply(files: List[str] = typer.Option(..., "-f", "--filename", help="Manifest file ('-' = stdin); repeatable."),
@@ -29,11 +24,9 @@ def apply(files: List[str] = typer.Option(..., "-f", "--filename", help="Manifes
           timeout: float = typer.Option(60.0, "--timeout", help="Seconds to wait."),
           lab: Optional[str] = cli.LabOpt):
     """Create or update the Deployments, Services and Pods of Kubernetes manifests (idempotent)."""
-    from netlab import manifests
-
     docs = manifests.load(list(files), namespace)  # fields checked before root or the lab
-    cli._need_root()
-    lab_obj, st = _store(cli._lab_name(lab))
+    cli.need_root()
+    lab_obj, st = cli.open_lab(cli.lab_name(lab))
     try:
         manifests.apply(st, lab_obj, docs, report=print)
         if wait:
@@ -51,14 +44,12 @@ def scale(kind: str = typer.Argument(..., help="deployment"),
           timeout: float = typer.Option(60.0, "--timeout"),
           lab: Optional[str] = cli.LabOpt):
     """Set a deployment's replica count."""
-    from netlab import deployments, manifests
-
     if kind.lower() not in ("deployment", "deployments", "deploy"):
         raise UsageError(f"scale: KIND '{kind}' is not supported (deployment)")
     if replicas < 0:
         raise UsageError(f"--replicas: {replicas} is not a whole number >= 0")
-    cli._need_root()
-    lab_obj, st = _store(cli._lab_name(lab))
+    cli.need_root()
+    lab_obj, st = cli.open_lab(cli.lab_name(lab))
     try:
         deployments.scale(st, namespace, name, replicas)
         print(f"deployment.apps/{name} scaled")
@@ -69,9 +60,7 @@ def scale(kind: str = typer.Argument(..., help="deployment"),
 
 
 def get_deployments(args: "cli.GetArgs") -> None:
-    from netlab import deployments
-
-    _, st = _store(args.lab)
+    _, st = cli.open_lab(args.lab)
     try:
         if args.name:
             item = deployments.get(st, args.namespace, args.name)
@@ -83,14 +72,12 @@ def get_deployments(args: "cli.GetArgs") -> None:
     finally:
         st.close()
     wide = args.fmt == "wide"
-    headers = deployments.WIDE_HEADERS if wide else deployments.HEADERS
-    output.print_list(args, items, headers, [deployments.row(d, wide) for d in items])
+    headers = output.DEPLOY_WIDE_HEADERS if wide else output.DEPLOY_HEADERS
+    output.print_list(args, items, headers, [output.deployment_row(d, wide) for d in items])
 
 
 def delete_deployment(args: "cli.DeleteArgs") -> None:
-    from netlab import deployments, manifests
-
-    lab_obj, st = _store(args.lab)
+    lab_obj, st = cli.open_lab(args.lab)
     try:
         item = deployments.get(st, args.namespace, args.name)
         gone = deployments.delete(st, args.namespace, args.name)
@@ -107,10 +94,8 @@ def delete_deployment(args: "cli.DeleteArgs") -> None:
 
 
 def delete_files(args: "cli.DeleteArgs") -> None:
-    from netlab import manifests
-
     docs = manifests.load(args.files, check=False)
-    lab_obj, st = _store(args.lab)
+    lab_obj, st = cli.open_lab(args.lab)
     try:
         res = manifests.delete(st, lab_obj, docs, report=print)
         manifests.wait_deleted(st, lab_obj, res, 60.0)
@@ -119,26 +104,6 @@ def delete_files(args: "cli.DeleteArgs") -> None:
     missing = [r for r in res if not r.found]
     if missing and not args.ignore_not_found:
         raise NotFound("; ".join(r.line for r in missing))
-
-
-def node_stop(name: str = typer.Argument(..., help="A worker node."), lab: Optional[str] = cli.LabOpt):
-    """Stop a worker's agent and its pods' processes, as a host crash would."""
-    from netlab import nodecontrol
-
-    cli._need_root()
-    res = nodecontrol.stop(cli._lab_name(lab), name)
-    agent = f"agent pid {res.agent_pid}" if res.agent_pid else "agent was not running"
-    print(f"node/{name} stopped ({agent}, {len(res.pod_pids)} pod processes killed); "
-          f"NotReady after {res.grace}s without heartbeat, then its pods move")
-
-
-def node_start(name: str = typer.Argument(...), lab: Optional[str] = cli.LabOpt):
-    """Start a stopped node's agent again."""
-    from netlab import nodecontrol
-
-    cli._need_root()
-    pid = nodecontrol.start(cli._lab_name(lab), name)
-    print(f"node/{name} started (agent pid {pid})")
 
 
 def register(app: typer.Typer) -> None:

@@ -4,7 +4,7 @@ Owns `netlab apply -f` and `netlab delete -f`. The subset of Kubernetes fields n
 is the one table `HONOURED` below (docs/manifests.md prints it for people); any other field
 is an error naming its path, never silently dropped. Every document of every file is
 checked, against the running lab too, before the first write. Objects are then written by
-the modules that own them (netlab/deployments.py, netlab/services.py, netlab/pods.py);
+the modules that own them (netlab/api/deployments.py, services.py, pods.py);
 applying a file twice is a no-op because normalised specs are compared before writing.
 """
 
@@ -19,7 +19,9 @@ from typing import Any, Callable
 
 import yaml
 
-from netlab import deployments, store
+from netlab import store
+from netlab.api import deployments, pods, services
+from netlab.api.meta import matches, pod_gone, pod_ready
 from netlab.errors import NetlabError, NotFound, UsageError
 from netlab.store import Store
 
@@ -54,19 +56,8 @@ HONOURED: dict[tuple[str, str], dict] = {
                          "spec": POD_SPEC},
         },
     },
-    ("v1", "Service"): {
-        "apiVersion": STR, "kind": STR, "metadata": SVC_METADATA,
-        "spec": {
-            "type": STR,  # ClusterIP or NodePort
-            "clusterIP": STR,
-            "clusterIPs": [STR],  # at most one, the clusterIP
-            "sessionAffinity": STR,  # None only
-            "externalTrafficPolicy": STR,  # Cluster only
-            "selector": _map(STR),
-            "ports": [{"name": STR, "protocol": STR, "port": INT, "targetPort": INT_OR_STR,
-                       "nodePort": INT}],
-        },
-    },
+    ("v1", "Service"): {"apiVersion": STR, "kind": STR, "metadata": SVC_METADATA,
+                        "spec": services.SPEC},  # the one Service field table
     ("v1", "Pod"): {"apiVersion": STR, "kind": STR, "metadata": METADATA, "spec": POD_SPEC},
 }
 KIND_WORD = {"Deployment": "deployment", "Service": "service", "Pod": "pod"}
@@ -310,14 +301,10 @@ def _dep_delete(st: Store, lab, doc: Doc) -> list[str] | None:
 
 # Service ------------------------------------------------------------------------------
 def _svc_normalise(doc: Doc, lab) -> dict:
-    from netlab import services
-
     return services.normalise(_with_ns(doc), lab)
 
 
 def _svc_current(st: Store, doc: Doc) -> dict | None:
-    from netlab import services
-
     item = st.get(services.key(doc.namespace, doc.name))
     return item.value if item else None
 
@@ -348,8 +335,6 @@ def _svc_same(cur: dict, desired: dict) -> bool:
 
 def _svc_check(st: Store, lab, doc: Doc, cur: dict | None) -> None:
     """A fixed clusterIP or nodePort held by another service is refused before any write."""
-    from netlab import services
-
     if cur is not None and _svc_same(cur, doc.obj):
         return
     mine = f"{doc.namespace}/{doc.name}"
@@ -368,8 +353,6 @@ def _svc_check(st: Store, lab, doc: Doc, cur: dict | None) -> None:
 
 
 def _svc_write(st: Store, lab, doc: Doc, cur: dict | None) -> str:
-    from netlab import services
-
     if cur is not None:
         # netlab's services cannot change in place: replace, keeping the allocated IP and ports.
         want = copy.deepcopy(doc.obj)
@@ -382,8 +365,6 @@ def _svc_write(st: Store, lab, doc: Doc, cur: dict | None) -> str:
 
 
 def _svc_delete(st: Store, lab, doc: Doc) -> list[str] | None:
-    from netlab import services
-
     try:
         services.delete(st, doc.namespace, doc.name)
         return []
@@ -393,8 +374,6 @@ def _svc_delete(st: Store, lab, doc: Doc) -> list[str] | None:
 
 # Pod ----------------------------------------------------------------------------------
 def _pod_normalise(doc: Doc, lab) -> dict:
-    from netlab import pods
-
     try:
         return pods.validate_pod(_with_ns(doc))
     except UsageError as e:
@@ -402,8 +381,6 @@ def _pod_normalise(doc: Doc, lab) -> dict:
 
 
 def _pod_current(st: Store, doc: Doc) -> dict | None:
-    from netlab import pods
-
     return pods.get_pod(st, doc.namespace, doc.name)
 
 
@@ -423,8 +400,6 @@ def _pod_check(st: Store, lab, doc: Doc, cur: dict | None) -> None:
 
 
 def _pod_write(st: Store, lab, doc: Doc, cur: dict | None) -> str:
-    from netlab import pods
-
     if cur is not None:
         return "unchanged"
     pods.create_pod(st, doc.obj)
@@ -432,8 +407,6 @@ def _pod_write(st: Store, lab, doc: Doc, cur: dict | None) -> str:
 
 
 def _pod_delete(st: Store, lab, doc: Doc) -> list[str] | None:
-    from netlab import pods
-
     return [doc.name] if pods.delete_pod(st, doc.namespace, doc.name) is not None else None
 
 
@@ -533,8 +506,6 @@ def wait_deleted(st: Store, lab, deleted: list[Deleted], timeout: float = 60.0) 
     for ns, names_ in by_ns.items():
         deployments.wait_pods_gone(st, ns, names_, max(0.1, deadline - time.monotonic()))
     if any(r.found and r.doc.kind == "Service" for r in deleted):
-        from netlab import services
-
         services.wait_proxies(st, lab, st.revision(), max(0.1, deadline - time.monotonic()))
 
 
@@ -543,8 +514,6 @@ def wait_ready(st: Store, lab, docs: list[Doc], timeout: float = 60.0) -> None:
     """Until deployments are rolled out, pods run, the endpoints of the services concerned
     (applied ones, and those selecting the applied pods) list exactly the ready pods, and
     every worker's proxy has written rules at least that recent (what `netlab up` promises)."""
-    from netlab import pods
-
     deadline = time.monotonic() + timeout
     left = lambda: max(0.1, deadline - time.monotonic())  # noqa: E731
     labels: dict[str, list[dict]] = {}
@@ -574,7 +543,7 @@ def services_selecting(st: Store, labels: dict[str, list[dict]]) -> set[tuple[st
     for ns, label_sets in labels.items():
         for item in st.list(f"{store.SERVICES}{ns}/"):
             sel = (item.value.get("spec") or {}).get("selector") or {}
-            if sel and any(deployments.matches(sel, lb) for lb in label_sets):
+            if sel and any(matches(sel, lb) for lb in label_sets):
                 out.add((ns, item.value["metadata"]["name"]))
     return out
 
@@ -582,8 +551,6 @@ def services_selecting(st: Store, labels: dict[str, list[dict]]) -> set[tuple[st
 def wait_services(st: Store, lab, svcs: set[tuple[str, str]], timeout: float) -> None:
     if not svcs:
         return
-    from netlab import services
-
     deadline = time.monotonic() + timeout
     for ns, name in sorted(svcs):
         wait_endpoints(st, ns, name, max(0.1, deadline - time.monotonic()))
@@ -592,8 +559,6 @@ def wait_services(st: Store, lab, svcs: set[tuple[str, str]], timeout: float) ->
 
 def wait_endpoints(st: Store, namespace: str, name: str, timeout: float) -> None:
     """The service's Endpoints list exactly its ready, selected pods."""
-    from netlab import pods
-
     svc = st.get(f"{store.SERVICES}{namespace}/{name}")
     if svc is None:
         return
@@ -603,8 +568,8 @@ def wait_endpoints(st: Store, namespace: str, name: str, timeout: float) -> None
     deadline = time.monotonic() + timeout
     while True:
         want = {p["status"]["podIP"] for p in pods.list_pods(st, namespace)
-                if deployments.matches(selector, p["metadata"].get("labels") or {})
-                and deployments.pod_ready(p) and not deployments.pod_gone(p)}
+                if matches(selector, p["metadata"].get("labels") or {})
+                and pod_ready(p) and not pod_gone(p)}
         ep = st.get(f"{store.ENDPOINTS}{namespace}/{name}")
         have = {a["ip"] for s in ((ep.value.get("subsets") or []) if ep else [])
                 for a in s.get("addresses") or []}

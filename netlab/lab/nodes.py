@@ -1,10 +1,14 @@
-"""Nodes: the Node objects `netlab get nodes` shows, and adding / deleting nodes at runtime.
+"""Node operations on a running lab: add, delete, stop and start a node.
 
-A node's status comes from etcd as kubectl would see it: Ready while its agent renews the
-node Lease, its pod subnet from flannel's lease for its PublicIP. `add` validates the new
-node against the running lab (exit 2 and nothing changed on bad input), then builds it
-with the same steps as `netlab up`; `delete` stops its agent, revokes its flannel lease and
-removes its namespace, and both wait until every other node's flannel programmed the change.
+`add` validates the new node against the running lab (exit 2 and nothing changed on bad
+input), then builds it with `up`'s own steps (netlab.lab.lifecycle.Up); `delete` stops its
+agent, revokes its flannel lease and removes its namespace; both wait until every other
+node's flannel programmed the change. `stop` plays a host crash: the node's agent and every
+process of its pods are killed with SIGKILL by pid (the agent's pid file, the processes
+carrying the node's mark NETLAB_NODE=<node>, those inside its pods' namespaces); its
+namespace, links and iptables stay, as a powered-off host's would. After the lab's
+nodeMonitorGracePeriod it is NotReady and the node lifecycle controller evicts its pods.
+`start` starts the agent again (as `up` would) and waits for its first heartbeat.
 """
 
 from __future__ import annotations
@@ -12,20 +16,21 @@ from __future__ import annotations
 import ipaddress
 import shutil
 import time
-from typing import TYPE_CHECKING, Callable
+from dataclasses import dataclass, field
+from typing import Callable
 
-from netlab import flannel_leases as fl
-from netlab import labfile, names
-from netlab.errors import LabNotUp, NetlabError, NotFound, UsageError
+from netlab import labfile, names, store
+from netlab.api import nodes as api_nodes
+from netlab.errors import NetlabError, UsageError
+from netlab.kernel import netlink, netns, proc
+from netlab.lab import lifecycle
+from netlab.lab.lock import lab_lock
+from netlab.lab.running import agent_pid, load_running_lab, our_pid, write_lab_copy
 from netlab.labfile import Lab
+from netlab.plan import flannel_leases as fl
+from netlab.plan import podrecord
+from netlab.store import Store
 
-if TYPE_CHECKING:
-    from netlab.store import Store
-
-# netlab.kernel (pyroute2) and netlab.store (etcd3, grpc) take a second to import: they are
-# imported where needed, so that bad input is refused at once.
-
-READY_SECONDS = 10.0  # a node whose Lease is older than this is NotReady
 Report = Callable[[str, str], None]
 
 
@@ -33,120 +38,7 @@ def _noop(step: str, outcome: str) -> None:
     pass
 
 
-# --------------------------------------------------------------------------- reading
-def lease_ready(lease: dict | None, now: float | None = None, grace: float = READY_SECONDS) -> bool:
-    # grace: the lab's nodeMonitorGracePeriod, which the node lifecycle controller uses too.
-    if not lease:
-        return False
-    renew = (lease.get("spec") or {}).get("renewTime")
-    return renew is not None and (now or time.time()) - float(renew) < grace
-
-
-def flannel_subnets(st: "Store") -> dict[str, str]:
-    """PublicIP -> pod subnet, from flannel's leases (the authority on who has which)."""
-    from netlab import store
-
-    out = {}
-    for it in st.list_raw(store.FLANNEL_SUBNETS):
-        try:
-            lease = fl.parse_lease(it.key, it.value)
-        except ValueError:
-            continue
-        if lease is not None:
-            out.setdefault(lease.public_ip, str(lease.subnet))
-    return out
-
-
-def node_view(obj: dict, lease: dict | None, subnet: str | None, now: float,
-              grace: float = READY_SECONDS) -> dict:
-    """The stored Node with what kubectl would show computed in: Ready condition, podCIDR."""
-    node = {k: v for k, v in obj.items()}
-    spec = dict(node.get("spec") or {})
-    if subnet:
-        spec["podCIDR"] = subnet
-        spec["podCIDRs"] = [subnet]
-    node["spec"] = spec
-    status = dict(node.get("status") or {})
-    ready = lease_ready(lease, now, grace)
-    renew = (lease or {}).get("spec", {}).get("renewTime")
-    hb = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(renew))) if renew else None
-    status["conditions"] = [{
-        "type": "Ready",
-        "status": "True" if ready else "Unknown",
-        "reason": "KubeletReady" if ready else "NodeStatusUnknown",
-        "message": "netlab agent is posting ready status" if ready else
-                   "netlab agent stopped posting node status",
-        "lastHeartbeatTime": hb,
-    }]
-    node["status"] = status
-    return node
-
-
-def list_nodes(lab_name: str, name: str | None = None) -> list[dict]:
-    from netlab import store
-    from netlab.store import Store
-
-    st = Store.for_lab(lab_name, timeout=3.0)
-    try:
-        objs = {i.key[len(store.NODES):]: i.value for i in st.list(store.NODES)}
-        leases = {i.key[len(store.NODE_LEASES):]: i.value for i in st.list(store.NODE_LEASES)}
-        subnets = flannel_subnets(st)
-    finally:
-        st.close()
-    if name is not None:
-        if name not in objs:
-            raise NotFound(f'nodes "{name}" not found')
-        objs = {name: objs[name]}
-    now = time.time()
-    grace = running_lab(lab_name).node_monitor_grace_period
-    out = []
-    for n in sorted(objs):
-        obj = objs[n]
-        subnet = subnets.get(internal_ip(obj) or "") or (obj.get("spec") or {}).get("podCIDR")
-        out.append(node_view(obj, leases.get(n), subnet, now, grace))
-    return out
-
-
-def internal_ip(node: dict) -> str | None:
-    for a in (node.get("status") or {}).get("addresses") or []:
-        if a.get("type") == "InternalIP":
-            return a.get("address")
-    return None
-
-
-def is_ready(node: dict) -> bool:
-    return any(c.get("type") == "Ready" and c.get("status") == "True"
-               for c in (node.get("status") or {}).get("conditions") or [])
-
-
-def roles(node: dict) -> str:
-    labels = (node.get("metadata") or {}).get("labels") or {}
-    rs = sorted(k.split("/", 1)[1] for k in labels if k.startswith("node-role.kubernetes.io/"))
-    return ",".join(rs) or "<none>"
-
-
-def row(node: dict, wide: bool) -> list:
-    """kubectl's columns: NAME STATUS ROLES AGE VERSION (+ INTERNAL-IP POD-CIDR with -o wide)."""
-    from netlab import output
-
-    md = node.get("metadata") or {}
-    r = [md.get("name"), "Ready" if is_ready(node) else "NotReady", roles(node),
-         output.age(md.get("creationTimestamp")),
-         ((node.get("status") or {}).get("nodeInfo") or {}).get("kubeletVersion")]
-    if wide:
-        r += [internal_ip(node), (node.get("spec") or {}).get("podCIDR")]
-    return r
-
-
 # --------------------------------------------------------------------------- add
-def running_lab(lab_name: str) -> Lab:
-    """The running lab's copy (what lifecycle.load_running_lab reads, without its imports)."""
-    p = names.lab_copy(lab_name)
-    if not p.exists():
-        raise LabNotUp(f"lab '{lab_name}' is not up (no {p}); start it with `netlab up`")
-    return labfile.parse_lab(p.read_text(), str(p))
-
-
 def validate_add(lab: Lab, name: str, ip: str, role: str) -> Lab:
     """The running lab with the new node, or UsageError naming the bad argument."""
     if role != "worker":
@@ -179,13 +71,11 @@ def validate_add(lab: Lab, name: str, ip: str, role: str) -> Lab:
 def add(lab_name: str, name: str, ip: str, role: str = "worker", report: Report = _noop,
         timeout: float = 20.0) -> dict:
     """Add a node to a running lab; returns {name, ip, subnet, programmedSeconds}."""
-    validate_add(running_lab(lab_name), name, ip, role)  # before the lock and the imports: fast
-    from netlab import lifecycle
-
-    with lifecycle.lab_lock(lab_name):
-        new = validate_add(lifecycle.load_running_lab(lab_name), name, ip, role)
+    validate_add(load_running_lab(lab_name), name, ip, role)  # before the lock: fast
+    with lab_lock(lab_name):
+        new = validate_add(load_running_lab(lab_name), name, ip, role)
         node = new.node(name)
-        lifecycle.write_lab_copy(new)
+        write_lab_copy(new)
         up = lifecycle.Up(new, report)
         up.result.was_up = False  # report as creation, not repair
         up.dirs()
@@ -199,22 +89,17 @@ def _wait_added(lab: Lab, node: labfile.Node, report: Report,
                 timeout: float) -> tuple[str | None, float | None]:
     """Wait for the agent, its lease, and the routes on the other nodes; returns the subnet
     and the seconds from seeing the lease until every other node routed it."""
-    from netlab import lifecycle, store
-    from netlab.store import Store
-
     deadline = time.monotonic() + timeout
     st = Store.for_lab(lab.name)
     try:
-        pid = lifecycle.agent_pid(lab.name, node.name)
-        while True:
-            item = st.get(store.NODE_LEASES + node.name)
-            if item and item.value["spec"].get("agentPid") == pid:
-                break
-            _tick(deadline, f"the agent of {node.name} to report (see {names.log_file(lab.name, 'agent-' + node.name)})")
+        pid = agent_pid(lab.name, node.name)
+        if api_nodes.wait_reported(st, {node.name: pid}, timeout):
+            raise NetlabError(f"timed out waiting for the agent of {node.name} to report "
+                              f"(see {names.log_file(lab.name, 'agent-' + node.name)})")
         report(node.name, f"agent reporting (pid {pid})")
         if node.name not in {n.name for n in lab.flannel_nodes()}:
             return None, None
-        while (subnet := flannel_subnets(st).get(node.ip)) is None:
+        while (subnet := api_nodes.flannel_subnets(st).get(node.ip)) is None:
             _tick(deadline, f"a flannel lease for {node.name}")
         t0 = time.monotonic()
         report(node.name, f"flannel lease {subnet}")
@@ -234,12 +119,10 @@ def _tick(deadline: float, what: str) -> None:
 
 
 def _has_route(lab: str, node: str, subnet: str) -> bool:
-    from netlab import kernel
-
     ns = names.node_ns(lab, node)
-    if not kernel.netns_exists(ns):
+    if not netns.netns_exists(ns):
         return False
-    with kernel.Netlink(ns) as nl:
+    with netlink.Netlink(ns) as nl:
         return any(r["dst"] == subnet for r in nl.routes())
 
 
@@ -267,18 +150,15 @@ def _without(lab: Lab, name: str) -> Lab:
 
 
 def delete(lab_name: str, name: str, report: Report = _noop, timeout: float = 20.0) -> dict:
-    validate_delete(running_lab(lab_name), name)
-    from netlab import kernel, lifecycle, store
-    from netlab.store import Store
-
-    with lifecycle.lab_lock(lab_name):
-        lab = lifecycle.load_running_lab(lab_name)
+    validate_delete(load_running_lab(lab_name), name)
+    with lab_lock(lab_name):
+        lab = load_running_lab(lab_name)
         node = validate_delete(lab, name)
         ns = names.node_ns(lab_name, name)
         # 1. The agent first, or it would take its lease again.
-        pid = lifecycle.agent_pid(lab_name, name)
-        if pid and kernel.pid_environ(pid).get(names.ENV_MARK) == lab_name:
-            kernel.kill_pids([pid])
+        pid = our_pid(lab_name, agent_pid(lab_name, name))
+        if pid:
+            proc.kill_pids([pid])
             report(name, f"agent stopped (pid {pid})")
         st = Store.for_lab(lab_name)
         try:
@@ -299,16 +179,14 @@ def delete(lab_name: str, name: str, report: Report = _noop, timeout: float = 20
             # 3. Its pods: no kubelet is left to run them. Their processes (recorded by the
             # kubelet, marked with the node, or inside their namespaces), pins and objects go;
             # their deployments recreate them on the other workers.
-            from netlab import nodecontrol, pods
-
-            kernel.kill_pids(nodecontrol.pod_pids(lab, name, st))
+            proc.kill_pids(pod_pids(lab, name, st))
             bound = [i for i in st.list(store.PODS)
                      if isinstance(i.value, dict) and (i.value.get("spec") or {}).get("nodeName") == name]
             for it in bound:
                 md = it.value.get("metadata") or {}
-                kernel.netns_delete(names.pod_ns(lab_name, md.get("namespace", "default"), md.get("name", "")))
+                netns.netns_delete(names.pod_ns(lab_name, md.get("namespace", "default"), md.get("name", "")))
                 st.delete(it.key)
-            for pdir, _ in pods.records(lab_name, name):
+            for pdir, _ in podrecord.records(lab_name, name):
                 shutil.rmtree(pdir, ignore_errors=True)
             if bound:
                 report(name, f"{len(bound)} pods deleted")
@@ -317,12 +195,12 @@ def delete(lab_name: str, name: str, report: Report = _noop, timeout: float = 20
         finally:
             st.close()
         # 4. The namespace (and with it ens3, flannel.1, docker0) and the underlay end.
-        kernel.kill_pids(kernel.pids_in_netns(ns))
-        kernel.netns_delete(ns)
-        with kernel.Netlink(names.underlay_ns(lab_name)) as nl:
+        proc.kill_pids(proc.pids_in_netns(ns))
+        netns.netns_delete(ns)
+        with netlink.Netlink(names.underlay_ns(lab_name)) as nl:
             nl.delete_link(names.underlay_veth(name))
         report(name, f"namespace {ns} removed")
-        lifecycle.write_lab_copy(_without(lab, name))
+        write_lab_copy(_without(lab, name))
         names.pid_file(lab_name, f"agent-{name}").unlink(missing_ok=True)
         shutil.rmtree(names.node_dir(lab_name, name), ignore_errors=True)
         # 5. Every other flannel node drops the routes, neighbours and FDB entries.
@@ -337,3 +215,74 @@ def delete(lab_name: str, name: str, report: Report = _noop, timeout: float = 20
         return {"name": name, "ip": node.ip, "subnets": gone,
                 "unprogrammedSeconds": round(time.monotonic() - t0, 3)}
 
+
+# --------------------------------------------------------------------------- stop / start
+@dataclass
+class StopResult:
+    node: str
+    agent_pid: int | None
+    pod_pids: list[int] = field(default_factory=list)
+    grace: int = 0
+
+
+def _node(lab: Lab, name: str):
+    node = lab.node(name)  # UsageError naming the lab's nodes
+    if node.role == "master" or node.name == lab.etcd_node.name:
+        raise UsageError(f"node stop: {name} is the master (etcd and the controllers run there); "
+                         "only workers can be stopped")
+    return node
+
+
+def pod_pids(lab: Lab, node: str, st: Store | None) -> list[int]:
+    """Processes of the node's pods: those its kubelet recorded, those marked with the node,
+    and those inside the namespaces of the pods bound to it."""
+    me = {names.ENV_MARK: lab.name, names.ENV_NODE: node}
+    pids = {pid for pid in proc.lab_pids(lab.name)
+            if all(proc.pid_environ(pid).get(k) == v for k, v in me.items())}
+    for _, rec in podrecord.records(lab.name, node):
+        for p in [rec.get("pause"), *(rec.get("containers") or {}).values()]:
+            if proc.proc_alive(p):
+                pids.add(p["pid"])
+    if st is not None:
+        for it in st.list(store.PODS):
+            pod = it.value
+            if (pod.get("spec") or {}).get("nodeName") == node:
+                ns = names.pod_ns(lab.name, pod["metadata"]["namespace"], pod["metadata"]["name"])
+                pids.update(proc.pids_in_netns(ns))
+    return sorted(pids)
+
+
+def stop(lab_name: str, node_name: str) -> StopResult:
+    lab = load_running_lab(lab_name)
+    node = _node(lab, node_name)
+    res = StopResult(node.name, None, grace=lab.node_monitor_grace_period)
+    with lab_lock(lab.name):
+        # Only our own agent: the pid file could name a recycled pid.
+        pid = our_pid(lab.name, agent_pid(lab.name, node.name))
+        if pid:
+            proc.kill_pids([pid], timeout=0, sig=9)
+            res.agent_pid = pid
+        st = Store.for_lab(lab.name, timeout=3.0)
+        try:
+            pids = pod_pids(lab, node.name, st if st.healthy() else None)
+        finally:
+            st.close()
+        res.pod_pids = proc.kill_pids([p for p in pids if p != pid], timeout=0, sig=9)
+    return res
+
+
+def start(lab_name: str, node_name: str, timeout: float = 30.0) -> int:
+    """Start the node's agent again; returns its pid once it has renewed its lease."""
+    lab = load_running_lab(lab_name)
+    node = lab.node(node_name)
+    with lab_lock(lab.name):
+        lifecycle.Up(lab).agent(node)
+    pid = agent_pid(lab.name, node.name)
+    st = Store.for_lab(lab.name)
+    try:
+        if not api_nodes.wait_reported(st, {node.name: pid}, timeout):
+            return pid
+    finally:
+        st.close()
+    raise NetlabError(f"the agent of {node.name} (pid {pid}) did not report within {timeout:.0f}s; "
+                      f"see {names.log_file(lab.name, 'agent-' + node.name)}")

@@ -1,7 +1,9 @@
-"""The `netlab` command line: parses arguments, calls the modules that own the work, prints.
+"""The `netlab` Typer app: the lab verbs (up, down, status, exec, etcdctl, doctor,
+default-lab), the `get` and `delete` dispatchers the verb modules register kinds with, and
+what they share (--lab, -o, root check, progress lines, opening the running lab + store).
 
 No logic lives here. Domain errors become one line on stderr and their exit code (2 for
-usage and validation errors); everything a command shows goes through netlab.output.
+usage and validation errors); everything a command shows goes through netlab.cli.output.
 """
 
 from __future__ import annotations
@@ -13,8 +15,13 @@ from typing import List, Optional
 
 import typer
 
-from netlab import names, output
+from netlab import labfile, names
+from netlab.cli import output
 from netlab.errors import NetlabError, NotRoot, UsageError
+from netlab.lab import doctor as doc
+from netlab.lab import lifecycle, running, shell
+from netlab.labfile import Lab
+from netlab.store import Store
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="A Kubernetes-style cluster network (flannel VXLAN + kube-proxy) built "
@@ -25,20 +32,23 @@ LabOpt = typer.Option(None, "--lab", envvar="NETLAB_LAB",
 OutOpt = typer.Option("table", "-o", "--output", help="table, wide, json or yaml.")
 
 
-def _need_root() -> None:
+def need_root() -> None:
     if os.geteuid() != 0:
         raise NotRoot("netlab needs root to manage namespaces, links and iptables: run it with sudo")
 
 
-def _lab_name(lab: Optional[str]) -> str:
+def lab_name(lab: Optional[str]) -> str:
     if lab:
         if not names.LAB_NAME_RE.match(lab):
             raise UsageError(f"--lab: '{lab}' is not a valid lab name")
         return lab
-    from netlab.lifecycle import running_labs
+    up_ = running.running_labs()
+    return up_[0] if len(up_) == 1 else names.DEFAULT_LAB
 
-    running = running_labs()
-    return running[0] if len(running) == 1 else names.DEFAULT_LAB
+
+def open_lab(lab: str) -> tuple[Lab, Store]:
+    """The running lab and its store, for a command (the caller closes the store)."""
+    return running.open_lab(lab)
 
 
 def _fmt(fmt: str) -> str:
@@ -47,7 +57,7 @@ def _fmt(fmt: str) -> str:
     return fmt
 
 
-def _progress(step: str, outcome: str) -> None:
+def progress(step: str, outcome: str) -> None:
     output.err.print(f"  [green]✓[/green] {step:<12} {outcome}")
 
 
@@ -55,12 +65,10 @@ def _progress(step: str, outcome: str) -> None:
 @app.command()
 def up(lab_file: Optional[str] = typer.Option(None, "-f", "--file", help="Lab file (YAML); default: the seed's lab.")):
     """Create the lab, or repair a running one (idempotent)."""
-    from netlab import labfile, lifecycle
-
     lab = labfile.load_lab(lab_file)  # validated before anything is touched
-    _need_root()
+    need_root()
     output.err.print(f"Bringing up lab [bold]{lab.name}[/bold]")
-    res = lifecycle.up(lab, report=_progress)
+    res = lifecycle.up(lab, report=progress)
     lab = res.lab
     if res.was_up:
         if res.repaired:
@@ -81,11 +89,9 @@ def down(lab: Optional[str] = LabOpt,
          lab_file: Optional[str] = typer.Option(None, "-f", "--file", help="Take the lab name from this lab file."),
          purge: bool = typer.Option(False, "--purge", help="Also delete the lab's etcd data.")):
     """Remove every namespace, link, process and run file of the lab."""
-    from netlab import labfile, lifecycle
-
-    name = labfile.load_lab(lab_file).name if lab_file else _lab_name(lab)
-    _need_root()
-    res = lifecycle.down(name, purge=purge, report=_progress)
+    name = labfile.load_lab(lab_file).name if lab_file else lab_name(lab)
+    need_root()
+    res = lifecycle.down(name, purge=purge, report=progress)
     if not res.was_up:
         print(f"lab {name} is not up; nothing to remove" + (" (etcd data purged)" if res.purged else ""))
     else:
@@ -96,11 +102,9 @@ def down(lab: Optional[str] = LabOpt,
 @app.command()
 def status(lab: Optional[str] = LabOpt, fmt: str = OutOpt):
     """Show the lab's underlay, etcd and nodes (agents, heartbeats)."""
-    from netlab import lifecycle
-
     _fmt(fmt)
-    _need_root()
-    st = lifecycle.status(_lab_name(lab))
+    need_root()
+    st = lifecycle.status(lab_name(lab))
     if fmt in ("json", "yaml"):
         output.dump(st, fmt)
         return
@@ -121,18 +125,16 @@ def exec_(target: str = typer.Argument(..., help="NODE, node/NAME, pod/NAME or e
           container: Optional[str] = typer.Option(None, "-c", "--container", help="Container of a pod."),
           lab: Optional[str] = LabOpt):
     """Run a command inside a node, a pod or the outside host; its exit code is passed through."""
-    from netlab import shell
-
-    _need_root()
-    argv = shell.exec_argv(_lab_name(lab), target, list(cmd), container=container)
-    os.execvpe(argv[0], argv, shell.exec_env(_lab_name(lab)))
+    need_root()
+    argv = shell.exec_argv(lab_name(lab), target, list(cmd), container=container)
+    os.execvpe(argv[0], argv, shell.exec_env(lab_name(lab)))
 
 
 @app.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 def etcdctl(ctx: typer.Context, lab: Optional[str] = LabOpt):
     """Run the real etcdctl (API v3) against the lab's etcd."""
-    _need_root()
-    name = _lab_name(lab)
+    need_root()
+    name = lab_name(lab)
     exe = shutil.which("etcdctl")
     if not exe:
         raise NetlabError("etcdctl not found: apt-get install -y etcd-client")
@@ -143,8 +145,6 @@ def etcdctl(ctx: typer.Context, lab: Optional[str] = LabOpt):
 @app.command()
 def doctor():
     """Check root, binaries and kernel features; say how to fix what is missing."""
-    from netlab import doctor as doc
-
     checks = doc.run_checks()
     for c in checks:
         mark = "[green]ok[/green]  " if c.ok else "[red]FAIL[/red]"
@@ -161,8 +161,6 @@ def doctor():
 @app.command("default-lab")
 def default_lab():
     """Print the default lab file (the seed's cluster) to copy and edit."""
-    from netlab import labfile
-
     print(labfile.default_lab_text(), end="")
 
 
@@ -198,8 +196,8 @@ def get(kind: str = typer.Argument(..., help="nodes, pods, svc, endpoints, deplo
     handler = GET_KINDS.get(kind.lower())
     if handler is None:
         raise UsageError(f"get: unknown kind '{kind}' (known: {', '.join(sorted(GET_KINDS))})")
-    _need_root()
-    handler(GetArgs(_lab_name(lab), name, namespace, all_namespaces, fmt))
+    need_root()
+    handler(GetArgs(lab_name(lab), name, namespace, all_namespaces, fmt))
 
 
 class DeleteArgs:
@@ -242,19 +240,8 @@ def delete(kind: Optional[str] = typer.Argument(None, help="pod, svc, deployment
     if handler is None:
         raise UsageError(f"delete: unknown kind '{kind}' "
                          f"(known: {', '.join(sorted(k for k in DELETE_KINDS if k != '-f'))})")
-    _need_root()
-    handler(DeleteArgs(_lab_name(lab), name, namespace, list(files or []), ignore_not_found))
-
-
-# Each area of the CLI lives in its own module and adds its commands here.
-for _mod in ("netlab.cli_nodes", "netlab.cli_pods", "netlab.cli_services", "netlab.cli_workloads"):
-    try:
-        import importlib
-
-        importlib.import_module(_mod).register(app)
-    except ModuleNotFoundError as _e:
-        if _e.name != _mod:
-            raise
+    need_root()
+    handler(DeleteArgs(lab_name(lab), name, namespace, list(files or []), ignore_not_found))
 
 
 def main() -> None:
@@ -263,7 +250,3 @@ def main() -> None:
     except NetlabError as e:
         output.err.print(f"error: {e}", markup=False)
         sys.exit(e.exit_code)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,272 @@
+"""Processes: spawn (two ways, for two costs), find the lab's, read /proc, signal, watch exits.
+
+`spawn` starts a long-lived daemon (etcd, an agent) through `ip netns exec`/`nsenter` with
+its own mount namespace when it needs binds; `spawn_fast` posix_spawns a pod's processes
+on the kubelet's hot path (vfork: no copy of a large Python process). Both mark the process
+with NETLAB_LAB=<lab> (`lab_mark`), which is how `down` finds everything. `PidWatcher`
+notices exits through pidfds instead of polling /proc.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from netlab import names
+from netlab.errors import KernelError
+from netlab.kernel.common import fail
+from netlab.kernel.netns import HOST_MNTNS_ENV, netns_inode, netns_list, ns_exec_prefix, pid_netns_inode
+
+
+def all_pids() -> Iterable[int]:
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            yield int(entry)
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:  # noqa: PTH123
+            state = f.read().rsplit(")", 1)[1].split()[0]
+        return state not in ("Z", "X")
+    except (OSError, IndexError):
+        return False
+
+
+def proc_starttime(pid: int) -> int | None:
+    """Start time of a process in clock ticks since boot: with the pid, its identity."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:  # noqa: PTH123
+            fields = f.read().rsplit(")", 1)[1].split()
+        return None if fields[0] in ("Z", "X") else int(fields[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def proc_alive(p: dict | None) -> bool:
+    """A recorded process ({pid, starttime}) is still that same process (not a reused pid)."""
+    return bool(p and p.get("pid") and proc_starttime(p["pid"]) == p.get("starttime"))
+
+
+def is_lab_process(pid: int | None, lab: str) -> bool:
+    """`pid` is alive and carries the lab's mark: a pid file never makes us signal a
+    stranger that reused the pid. (The one test of "is this pid our agent / etcd".)"""
+    return bool(pid) and pid_alive(pid) and pid_environ(pid).get(names.ENV_MARK) == lab
+
+
+def pid_environ(pid: int) -> dict[str, str]:
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return {}
+    out = {}
+    for item in raw.split(b"\0"):
+        k, sep, v = item.partition(b"=")
+        if sep:
+            out[k.decode(errors="replace")] = v.decode(errors="replace")
+    return out
+
+
+def pid_cmdline(pid: int) -> list[str]:
+    try:
+        return [a.decode(errors="replace") for a in
+                Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
+    except OSError:
+        return []
+
+
+def lab_mark(lab: str) -> dict[str, str]:
+    """The environment mark that makes a process findable as the lab's."""
+    return {names.ENV_MARK: lab}
+
+
+def lab_pids(lab: str) -> list[int]:
+    """Every live process of the lab: marked in its environment, or inside one of its namespaces."""
+    me = {os.getpid(), os.getppid()}
+    inodes = {netns_inode(n) for n in netns_list(names.ns_prefix(lab))} - {None}
+    found = []
+    for pid in all_pids():
+        if pid in me or pid == 1:
+            continue
+        if pid_environ(pid).get(names.ENV_MARK) == lab or pid_netns_inode(pid) in inodes:
+            if pid_alive(pid):
+                found.append(pid)
+    return found
+
+
+def pids_in_netns(name: str) -> list[int]:
+    """`ip netns pids NAME`: every process whose network namespace is that pin's."""
+    ino = netns_inode(name)
+    if ino is None:
+        return []
+    return [pid for pid in all_pids() if pid_netns_inode(pid) == ino]
+
+
+def spawn(argv: Sequence[str], *, lab: str, netns: str | None = None, log: Path | None = None,
+          cwd: Path | None = None, env: dict | None = None,
+          bind: dict[Path, Path] | None = None) -> int:
+    """Start a detached process (own session), inside `netns`, marked as the lab's.
+
+    `bind` maps source directories onto mount points in a private mount namespace of the
+    process, which is how each node gets its own /run/flannel.
+    """
+    cmd: list[str] = list(argv)
+    if bind:
+        # `ip netns exec` gives the process its own mount namespace (and the node's /sys);
+        # the binds happen inside it and never show on the host.
+        script = " && ".join(f'mount --bind "{s}" "{t}"' for s, t in bind.items()) + ' && exec "$@"'
+        cmd = ["sh", "-c", script, "sh", *cmd]
+        cmd = (["ip", "netns", "exec", netns] if netns else ["unshare", "--mount", "--"]) + cmd
+    else:
+        cmd = [*ns_exec_prefix(netns), *cmd]
+    full_env = {**os.environ, **(env or {}), **lab_mark(lab)}
+    pass_fds: tuple = ()
+    if bind:
+        # It will live in a mount namespace of its own; hand it ours (see HOST_MNTNS_ENV).
+        mnt = os.open("/proc/self/ns/mnt", os.O_RDONLY)
+        pass_fds = (mnt,)
+        full_env[HOST_MNTNS_ENV] = str(mnt)
+    out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115
+    try:
+        p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                             cwd=cwd, env=full_env, start_new_session=True, close_fds=True,
+                             pass_fds=pass_fds)
+    except FileNotFoundError:
+        raise KernelError(f"start {argv[0]}: command not found (try `netlab doctor`)") from None
+    finally:
+        if log:
+            out.close()
+        for fd in pass_fds:
+            os.close(fd)
+    return p.pid
+
+
+def spawn_fast(argv: Sequence[str], *, lab: str, env: dict[str, str], log: Path | None = None,
+               stdout_fd: int | None = None) -> int:
+    """posix_spawn a detached process (own session, stdin /dev/null) marked as the lab's.
+
+    stdout and stderr go to `log` (appended) or stdout_fd (stderr then to /dev/null).
+    argv[0] must be an absolute path.
+    """
+    fa: list = [(os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0)]
+    if log is not None:
+        fa += [(os.POSIX_SPAWN_OPEN, 1, str(log), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644),
+               (os.POSIX_SPAWN_DUP2, 1, 2)]
+    elif stdout_fd is not None:
+        fa += [(os.POSIX_SPAWN_DUP2, stdout_fd, 1),
+               (os.POSIX_SPAWN_OPEN, 2, "/dev/null", os.O_WRONLY, 0)]
+    else:
+        fa += [(os.POSIX_SPAWN_OPEN, 1, "/dev/null", os.O_WRONLY, 0), (os.POSIX_SPAWN_DUP2, 1, 2)]
+    try:
+        return os.posix_spawn(argv[0], list(argv), {**env, **lab_mark(lab)}, file_actions=fa,
+                              setsid=True)
+    except OSError as e:
+        raise fail(f"start {argv[0]}", e) from None
+
+
+def reap_nowait() -> None:
+    """Collect exited children so they do not linger as zombies."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def kill_pids(pids: Iterable[int], timeout: float = 3.0, sig: int = signal.SIGTERM) -> list[int]:
+    """SIGTERM (or `sig`: SIGKILL plays a crash), then SIGKILL what is still alive after
+    `timeout`. Only pids the caller found."""
+    pids = [p for p in pids if pid_alive(p)]
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        reap_nowait()
+        if not any(pid_alive(p) for p in pids):
+            return pids
+        time.sleep(0.02)
+    for pid in pids:
+        if pid_alive(pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline and any(pid_alive(p) for p in pids):
+        reap_nowait()
+        time.sleep(0.02)
+    return pids
+
+
+def read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def write_pid(path: Path, pid: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(f"{pid}\n")
+    tmp.replace(path)
+
+
+class PidWatcher:
+    """Calls on_exit(key) from its own thread as soon as a watched process exits (pidfd)."""
+
+    def __init__(self, on_exit):
+        self._on_exit = on_exit
+        self._ep = select.epoll()
+        self._fds: dict[int, object] = {}
+        self._keys: dict[object, int] = {}
+        self._lock = threading.Lock()
+        threading.Thread(target=self._loop, name="pidwatch", daemon=True).start()
+
+    def watch(self, pid: int, key, starttime: int | None = None) -> bool:
+        """False if the process is already gone (or the pid now belongs to another one)."""
+        self.unwatch(key)
+        try:
+            fd = os.pidfd_open(pid)
+        except OSError:
+            return False
+        if starttime is not None and proc_starttime(pid) != starttime:
+            os.close(fd)
+            return False
+        with self._lock:
+            self._fds[fd], self._keys[key] = key, fd
+            self._ep.register(fd, select.EPOLLIN)
+        return True
+
+    def unwatch(self, key) -> None:
+        with self._lock:
+            fd = self._keys.pop(key, None)
+            if fd is not None:
+                self._fds.pop(fd, None)
+                self._ep.unregister(fd)
+                os.close(fd)
+
+    def _loop(self) -> None:
+        while True:
+            for fd, _ in self._ep.poll():
+                with self._lock:
+                    key = self._fds.pop(fd, None)
+                    if key is None:
+                        continue
+                    self._keys.pop(key, None)
+                    self._ep.unregister(fd)
+                    os.close(fd)
+                self._on_exit(key)

@@ -11,6 +11,8 @@ Sections (each side by side with its baseline, measured in the same run):
   dataplane  iperf3 pod->pod (one node, across nodes), pod->ClusterIP; baselines: a hand-built
              veth pair and veth+VXLAN pair
   up         `netlab up` of the default lab until every seed curl answers; `netlab down`
+  apiserver  `kubectl get pods` vs `netlab get pods` with 1,000 pods; watch-event latency
+             (etcd write -> event on the API's watch stream; baseline: a raw etcd watch)
 Results go to bench/results/<section>.json; docs/performance.md is rebuilt from all of them.
 --quick: N = 100 only, fewer repetitions, 3 workers only. Needs root (see scripts/bench.sh).
 """
@@ -30,7 +32,7 @@ from pathlib import Path
 from bench.common import ROOT, log
 
 RESULTS = ROOT / "bench" / "results"
-SECTIONS = ("pods", "proxy", "latency", "dataplane", "up")
+SECTIONS = ("pods", "proxy", "latency", "dataplane", "up", "apiserver")
 
 
 def machine() -> dict:
@@ -73,6 +75,9 @@ def run_section(name: str, quick: bool) -> dict:
     if name == "up":
         from bench import up
         return up.run(repeat=1 if quick else 3)
+    if name == "apiserver":
+        from bench import apiserver
+        return apiserver.run(n=100 if quick else 1000, repeat=3 if quick else 5, changes=30 if quick else 100)
     raise SystemExit(f"bench: unknown section {name!r} (choose from {', '.join(SECTIONS)})")
 
 

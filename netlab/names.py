@@ -20,6 +20,8 @@ NETNS_DIR = Path("/run/netns")
 RUN_ROOT = Path("/run/netlab")
 STATE_ROOT = Path("/var/lib/netlab")
 FLANNEL_RUN = Path("/run/flannel")  # mount point for each node's private /run/flannel
+# Mount point of each container's service-account directory (bound in its own mount namespace).
+SA_MOUNT = Path("/run/secrets/kubernetes.io/serviceaccount")
 ENV_MARK = "NETLAB_LAB"  # every process the lab starts carries NETLAB_LAB=<lab>
 ENV_NODE = "NETLAB_NODE"  # ...and what a node's agent starts (pods) NETLAB_NODE=<node>
 

@@ -36,7 +36,7 @@ def _map(spec: Any) -> tuple:
 
 
 METADATA = {"name": STR, "namespace": STR, "labels": _map(STR), "annotations": _map(STR)}
-SVC_METADATA = {"name": STR, "namespace": STR, "labels": _map(STR)}
+SVC_METADATA = {"name": STR, "namespace": STR, "labels": _map(STR), "annotations": _map(STR)}
 CONTAINER = {
     "name": STR,
     "image": STR,  # netlab/hello (the built-in HTTP app) or anything with command:

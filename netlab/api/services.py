@@ -217,6 +217,11 @@ def normalise(doc: Any, lab: Lab) -> dict:
     meta_out: dict[str, Any] = {"name": name, "namespace": ns}
     if labels:
         meta_out["labels"] = labels
+    annotations = meta.get("annotations")
+    if annotations:  # kubectl apply keeps its last-applied-configuration here
+        if not isinstance(annotations, dict):
+            raise FieldError("metadata.annotations", "must be a mapping of strings")
+        meta_out["annotations"] = {str(k): str(v) for k, v in annotations.items()}
     spec_out: dict[str, Any] = {"type": typ, "ports": ports}
     if selector:
         spec_out["selector"] = selector

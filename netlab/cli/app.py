@@ -23,13 +23,35 @@ from netlab.lab import lifecycle, running, shell
 from netlab.labfile import Lab
 from netlab.store import Store
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(add_completion=True, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="A Kubernetes-style cluster network (flannel VXLAN + kube-proxy) built "
                        "from real Linux namespaces, links, iptables and etcd.")
 
 LabOpt = typer.Option(None, "--lab", envvar="NETLAB_LAB",
                       help="Lab name (default: the only running lab, else 'seed').")
 OutOpt = typer.Option("table", "-o", "--output", help="table, wide, json or yaml.")
+
+
+# Shell completion (`netlab --install-completion`): names from the running lab.
+def complete_target(ctx: typer.Context, incomplete: str) -> list[str]:
+    from netlab.lab import completion
+
+    return completion.exec_targets(ctx.params.get("lab"), incomplete)
+
+
+def complete_name(ctx: typer.Context, incomplete: str) -> list[str]:
+    from netlab.lab import completion
+
+    return completion.kind_names(ctx.params.get("lab"), ctx.params.get("kind"), incomplete,
+                                 ctx.params.get("namespace") or "default")
+
+
+def complete_kind(kind: str):
+    def fn(ctx: typer.Context, incomplete: str) -> list[str]:
+        from netlab.lab import completion
+
+        return completion.kind_names(ctx.params.get("lab"), kind, incomplete, ctx.params.get("namespace") or "default")
+    return fn
 
 
 def need_root() -> None:
@@ -79,6 +101,10 @@ def up(lab_file: Optional[str] = typer.Option(None, "-f", "--file", help="Lab fi
     output.table(["NODE", "ROLE", "IP", "NAMESPACE"],
                  [(n.name, n.role, n.ip, names.node_ns(lab.name, n.name)) for n in lab.nodes])
     print(f"\netcd: {lab.etcd_endpoint} (from the CLI: {names.etcd_socket_url(lab.name)})")
+    from netlab.lab import apiserver
+
+    print(f"API server: https://{lab.etcd_node.ip}:6443, for kubectl on this host {apiserver.server_url(lab.name)} "
+          f"(context netlab-{lab.name}; `netlab kubeconfig`)")
     print(f"router / outside host: {lab.node_network.gateway} (`netlab exec external -- ...`)")
     w = lab.workers[0].name if lab.workers else lab.master.name
     print("Try: netlab status   |   netlab exec " + w + " -- route -n   |   netlab etcdctl get --prefix /coreos.com")
@@ -112,6 +138,9 @@ def status(lab: Optional[str] = LabOpt, fmt: str = OutOpt):
     print(f"lab {st['metadata']['name']}: underlay {s['underlay']['namespace']} "
           f"({'ok' if s['underlay']['exists'] else 'MISSING'}), etcd {s['etcd']['endpoint']} "
           f"({'healthy' if s['etcd']['healthy'] else 'NOT ANSWERING'}, pid {s['etcd']['pid']})")
+    a = s["apiserver"]
+    print(f"API server {a['url'] or '-'} ({'ready' if a['ready'] else 'NOT ANSWERING'}, "
+          f"pid {a['pid'] if a['running'] else 'NOT RUNNING'})")
     output.table(["NODE", "ROLE", "IP", "NAMESPACE", "AGENT", "HEARTBEAT", "READY"],
                  [(n["name"], n["role"], n["ip"], n["namespace"] if n["namespaceExists"] else "MISSING",
                    f"pid {n['agentPid']}" if n["agentRunning"] else "NOT RUNNING",
@@ -120,7 +149,8 @@ def status(lab: Optional[str] = LabOpt, fmt: str = OutOpt):
 
 
 @app.command("exec", context_settings={"ignore_unknown_options": True})
-def exec_(target: str = typer.Argument(..., help="NODE, node/NAME, pod/NAME or external."),
+def exec_(target: str = typer.Argument(..., help="NODE, node/NAME, pod/NAME or external.",
+                                       autocompletion=complete_target),
           cmd: List[str] = typer.Argument(..., help="The command, after --."),
           container: Optional[str] = typer.Option(None, "-c", "--container", help="Container of a pod."),
           lab: Optional[str] = LabOpt):
@@ -158,6 +188,15 @@ def doctor():
         raise typer.Exit(1)
 
 
+@app.command()
+def kubeconfig(lab: Optional[str] = LabOpt):
+    """Print a kubeconfig for the lab's API server (server, CA, admin token, context netlab-LAB)."""
+    need_root()
+    from netlab.lab import apiserver
+
+    print(apiserver.kubeconfig_text(lab_name(lab)), end="")
+
+
 @app.command("default-lab")
 def default_lab():
     """Print the default lab file (the seed's cluster) to copy and edit."""
@@ -187,7 +226,7 @@ def register_get(*aliases: str):
 
 @app.command()
 def get(kind: str = typer.Argument(..., help="nodes, pods, svc, endpoints, deploy"),
-        name: Optional[str] = typer.Argument(None),
+        name: Optional[str] = typer.Argument(None, autocompletion=complete_name),
         namespace: str = typer.Option("default", "-n", "--namespace"),
         all_namespaces: bool = typer.Option(False, "-A", "--all-namespaces"),
         fmt: str = OutOpt, lab: Optional[str] = LabOpt):
@@ -223,7 +262,7 @@ def register_delete(*aliases: str):
 
 @app.command()
 def delete(kind: Optional[str] = typer.Argument(None, help="pod, svc, deployment (or use -f)"),
-           name: Optional[str] = typer.Argument(None),
+           name: Optional[str] = typer.Argument(None, autocompletion=complete_name),
            files: Optional[List[str]] = typer.Option(None, "-f", "--filename",
                                                      help="Manifest file ('-' = stdin); repeatable."),
            namespace: str = typer.Option("default", "-n", "--namespace"),

@@ -50,7 +50,7 @@ def add(name: str = typer.Argument(..., help="Node name (a DNS label, e.g. kub-n
 
 
 @node_app.command("delete")
-def delete(name: str = typer.Argument(..., help="Node name."), lab: Optional[str] = cli.LabOpt):
+def delete(name: str = typer.Argument(..., autocompletion=cli.complete_kind("nodes"), help="Node name."), lab: Optional[str] = cli.LabOpt):
     """Stop a worker's agent, revoke its flannel lease and remove its namespace."""
     cli.need_root()
     res = nodes.delete(cli.lab_name(lab), name, report=cli.progress)
@@ -58,7 +58,7 @@ def delete(name: str = typer.Argument(..., help="Node name."), lab: Optional[str
 
 
 @node_app.command("stop")
-def stop(name: str = typer.Argument(..., help="A worker node."), lab: Optional[str] = cli.LabOpt):
+def stop(name: str = typer.Argument(..., autocompletion=cli.complete_kind("nodes"), help="A worker node."), lab: Optional[str] = cli.LabOpt):
     """Stop a worker's agent and its pods' processes, as a host crash would."""
     cli.need_root()
     res = nodes.stop(cli.lab_name(lab), name)
@@ -68,7 +68,7 @@ def stop(name: str = typer.Argument(..., help="A worker node."), lab: Optional[s
 
 
 @node_app.command("start")
-def start(name: str = typer.Argument(...), lab: Optional[str] = cli.LabOpt):
+def start(name: str = typer.Argument(..., autocompletion=cli.complete_kind("nodes")), lab: Optional[str] = cli.LabOpt):
     """Start a stopped node's agent again."""
     cli.need_root()
     pid = nodes.start(cli.lab_name(lab), name)

@@ -113,7 +113,7 @@ def delete_pod(a: "cli.DeleteArgs") -> None:
         output.err.print(f"warning: {gone['spec']['nodeName']} has not removed pod {a.name} yet")
 
 
-def logs(pod: str = typer.Argument(..., help="The pod's name."),
+def logs(pod: str = typer.Argument(..., autocompletion=cli.complete_kind("pods"), help="The pod's name."),
          container: Optional[str] = typer.Option(None, "-c", "--container"),
          follow: bool = typer.Option(False, "-f", "--follow", help="Keep printing what it writes."),
          previous: bool = typer.Option(False, "-p", "--previous", help="The previous instance's log."),

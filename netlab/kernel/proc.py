@@ -9,10 +9,13 @@ notices exits through pidfds instead of polling /proc.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import select
 import signal
+import struct
 import subprocess
+import termios
 import threading
 import time
 from pathlib import Path
@@ -112,8 +115,10 @@ def pids_in_netns(name: str) -> list[int]:
 
 def spawn(argv: Sequence[str], *, lab: str, netns: str | None = None, log: Path | None = None,
           cwd: Path | None = None, env: dict | None = None,
-          bind: dict[Path, Path] | None = None) -> int:
+          bind: dict[Path, Path] | None = None, pass_fds: Sequence[int] = ()) -> int:
     """Start a detached process (own session), inside `netns`, marked as the lab's.
+
+    `pass_fds` are inherited by the process (the API server's listening socket).
 
     `bind` maps source directories onto mount points in a private mount namespace of the
     process, which is how each node gets its own /run/flannel.
@@ -128,23 +133,23 @@ def spawn(argv: Sequence[str], *, lab: str, netns: str | None = None, log: Path 
     else:
         cmd = [*ns_exec_prefix(netns), *cmd]
     full_env = {**os.environ, **(env or {}), **lab_mark(lab)}
-    pass_fds: tuple = ()
+    own_fds: tuple = ()
     if bind:
         # It will live in a mount namespace of its own; hand it ours (see HOST_MNTNS_ENV).
         mnt = os.open("/proc/self/ns/mnt", os.O_RDONLY)
-        pass_fds = (mnt,)
+        own_fds = (mnt,)
         full_env[HOST_MNTNS_ENV] = str(mnt)
     out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115
     try:
         p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                              cwd=cwd, env=full_env, start_new_session=True, close_fds=True,
-                             pass_fds=pass_fds)
+                             pass_fds=(*own_fds, *pass_fds))
     except FileNotFoundError:
         raise KernelError(f"start {argv[0]}: command not found (try `netlab doctor`)") from None
     finally:
         if log:
             out.close()
-        for fd in pass_fds:
+        for fd in own_fds:
             os.close(fd)
     return p.pid
 
@@ -270,3 +275,15 @@ class PidWatcher:
                     self._ep.unregister(fd)
                     os.close(fd)
                 self._on_exit(key)
+
+
+# --------------------------------------------------------------------------- terminals
+def open_pty() -> tuple[int, int]:
+    """A pseudo-terminal (master, slave) for `kubectl exec -it`; the master is non-blocking."""
+    master, slave = os.openpty()
+    os.set_blocking(master, False)
+    return master, slave
+
+
+def set_pty_size(fd: int, rows: int, cols: int) -> None:
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))

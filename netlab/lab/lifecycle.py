@@ -24,6 +24,7 @@ from netlab.api import nodes as api_nodes
 from netlab.api.meta import node_ready
 from netlab.errors import NetlabError, UsageError
 from netlab.kernel import netlink, netns, proc
+from netlab.lab import apiserver
 from netlab.lab.lock import lab_lock
 from netlab.lab.running import (
     agent_pid,
@@ -96,6 +97,7 @@ class Up:
                 self.node(node)
             self.etcd()
             self.flannel_config()
+            self.apiserver()
             for node in self.lab.nodes:
                 self.agent(node)
             self.wait_agents()
@@ -108,6 +110,7 @@ class Up:
             d.mkdir(parents=True, exist_ok=True)
         os.chmod(rd, 0o700)
         names.FLANNEL_RUN.mkdir(parents=True, exist_ok=True)
+        names.SA_MOUNT.mkdir(parents=True, exist_ok=True)  # an empty mount point, as /run/flannel
         for tool, legacy in LEGACY_TOOLS.items():
             link = names.bin_dir(self.name) / tool
             target = shutil.which(legacy) or f"/usr/sbin/{legacy}"
@@ -223,6 +226,10 @@ class Up:
                     self._did("flannel", f"reservation {subnet} for {node}")
         finally:
             st.close()
+
+    def apiserver(self) -> None:
+        apiserver.ensure(self.lab, names.node_ns(self.name, self.lab.etcd_node.name), self.report,
+                         self._did, pid_in_ns)
 
     def agent(self, node: Node) -> None:
         ns = names.node_ns(self.name, node.name)
@@ -342,6 +349,10 @@ def down(lab: str, purge: bool = False, report: Report = _noop) -> DownResult:
         if res.namespaces:
             report("namespaces", f"removed {len(res.namespaces)}")
         shutil.rmtree(names.run_dir(lab), ignore_errors=True)
+        if purge:
+            kc = apiserver.remove_user_kubeconfig(lab)
+            if kc is not None:
+                report("kubeconfig", f"removed context netlab-{lab} from {kc}")
         if purge and names.state_dir(lab).exists():
             shutil.rmtree(names.state_dir(lab), ignore_errors=True)
             res.purged = True
@@ -353,6 +364,8 @@ def down(lab: str, purge: bool = False, report: Report = _noop) -> DownResult:
         _remove_if_empty(names.STATE_ROOT)
     if not running_labs():
         _remove_if_empty(names.FLANNEL_RUN)
+        for d in (names.SA_MOUNT, *list(names.SA_MOUNT.parents)[:2]):  # .../serviceaccount, kubernetes.io, secrets
+            _remove_if_empty(d)
     return res
 
 
@@ -387,6 +400,13 @@ def status(lab_name: str) -> dict:
             "ready": running and node_ready(lease, now, lab.node_monitor_grace_period),
         })
     epid = etcd_pid(lab_name)
+    apid = apiserver.pid(lab_name)
+    try:
+        url = apiserver.server_url(lab_name)
+    except NetlabError:
+        url = None
+    api = {"url": url, "pid": apid, "running": pid_in_ns(apid, names.node_ns(lab_name, lab.etcd_node.name)),
+           "ready": url is not None and apiserver.ready(lab_name)}
     return {
         "apiVersion": "netlab/v1", "kind": "LabStatus",
         "metadata": {"name": lab_name},
@@ -396,6 +416,7 @@ def status(lab_name: str) -> dict:
                          "gateway": lab.node_network.gateway},
             "etcd": {"endpoint": lab.etcd_endpoint, "socket": names.etcd_socket_url(lab_name),
                      "pid": epid, "healthy": etcd_ok},
+            "apiserver": api,
             "nodes": nodes,
         },
     }

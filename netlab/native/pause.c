@@ -10,7 +10,8 @@
  *   netlab-pause --enter PID HOSTS_FILE CMD [ARG...]
  *       Starts a container of the pod: joins the net, UTS and IPC namespaces of PID (the
  *       pause), takes a mount namespace of its own in which HOSTS_FILE is bind-mounted over
- *       /etc/hosts, and execs CMD. One small exec instead of nsenter + unshare + mount + sh.
+ *       /etc/hosts (and $NETLAB_SA_DIR, if set, over /var/run/secrets/kubernetes.io/
+ *       serviceaccount), and execs CMD. One small exec instead of nsenter + unshare + mount + sh.
  *
  * Static and tiny on purpose: one runs per pod (the issue asks for <= 1 MiB RSS each).
  */
@@ -93,6 +94,8 @@ static void join(const char *pid, const char *ns, int type) {
     close(fd);
 }
 
+#define SA_MOUNT "/var/run/secrets/kubernetes.io/serviceaccount"
+
 static int enter(const char *pid, const char *hosts, char **argv) {
     join(pid, "net", CLONE_NEWNET);
     join(pid, "uts", CLONE_NEWUTS);
@@ -116,6 +119,15 @@ static int enter(const char *pid, const char *hosts, char **argv) {
         mount("sysfs", "/sys", "sysfs", 0, NULL);
     if (mount(hosts, "/etc/hosts", NULL, MS_BIND, NULL) < 0)
         die("bind the pod's hosts file over /etc/hosts");
+    /* The service-account token, ca.crt and namespace (NETLAB_SA_DIR, from the kubelet),
+     * read-only where in-cluster clients look for them. */
+    const char *sa = getenv("NETLAB_SA_DIR");
+    if (sa && *sa) {
+        if (mount(sa, SA_MOUNT, NULL, MS_BIND, NULL) < 0)
+            die("bind the service-account directory over " SA_MOUNT);
+        mount(NULL, SA_MOUNT, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY, NULL);
+        unsetenv("NETLAB_SA_DIR");
+    }
     signal(SIGPIPE, SIG_DFL);
     signal(SIGHUP, SIG_DFL);
     execvp(argv[0], argv);

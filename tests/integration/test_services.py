@@ -141,8 +141,10 @@ def test_service_listing(lab):
     assert np_[1] == "NodePort" and re.fullmatch(r"80:3\d{4}/TCP", np_[4])
     assert 30000 <= int(np_[4].split(":")[1].split("/")[0]) <= 32767
     assert rows["dns"][4] == "53/UDP"
-    for r in rows.values():
-        assert r[2].startswith("192.1.") and r[2] != "192.1.0.1"
+    # The range's first address is the API server's own `kubernetes` service, nobody else's.
+    assert rows["kubernetes"][1:5] == ["ClusterIP", "192.1.0.1", "<none>", "443/TCP"]
+    for name, r in rows.items():
+        assert r[2].startswith("192.1.") and (r[2] != "192.1.0.1" or name == "kubernetes")
     wide = lab.cli("get", "svc", "-o", "wide").stdout.splitlines()
     assert wide[0].split()[-1] == "SELECTOR"
     assert any(ln.split()[0] == "nginx-cluster-svc" and ln.split()[-1] == "run=my-nginx8" for ln in wide)

@@ -23,7 +23,9 @@ from pathlib import Path
 
 from netlab import names, store
 from netlab.agent.base import Reconciler
+from netlab.agent.kubelet.server import KubeletServer
 from netlab.api import pods as api_pods
+from netlab.api.http import auth
 from netlab.errors import NetlabError
 from netlab.kernel import netlink, netns, proc
 from netlab.plan import flannel_leases, podrecord
@@ -88,6 +90,17 @@ class KubeletRole(Reconciler):
         self.hello_bin = _native("netlab-hello")
         self.stats = {"created": 0, "create_s": 0.0, "deleted": 0, "delete_s": 0.0}
         self.prof: dict[str, float] = {}  # seconds per step of pod creation (for the log)
+        self.server: KubeletServer | None = None
+        self.pki = names.state_dir(self.lab) / "pki"
+        self.sa_key: str | None = None
+        self.ca_pem = b""
+        api_ip = str(ipaddress.IPv4Network(agent.lab.services.cluster_ip_range).network_address + 1)
+        # What kubelet gives every container for the `kubernetes` service (in-cluster clients).
+        self.in_cluster_env = {
+            "KUBERNETES_SERVICE_HOST": api_ip, "KUBERNETES_SERVICE_PORT": "443",
+            "KUBERNETES_SERVICE_PORT_HTTPS": "443", "KUBERNETES_PORT": f"tcp://{api_ip}:443",
+            "KUBERNETES_PORT_443_TCP": f"tcp://{api_ip}:443", "KUBERNETES_PORT_443_TCP_PROTO": "tcp",
+            "KUBERNETES_PORT_443_TCP_PORT": "443", "KUBERNETES_PORT_443_TCP_ADDR": api_ip}
 
     # ------------------------------------------------------------------ set-up
     def setup(self) -> None:
@@ -99,6 +112,9 @@ class KubeletRole(Reconciler):
                                  "visible inside this agent only", netns.HOST_MNTNS_ENV)
             self.wire = netlink.PodWiring(mnt)  # this (the reconcile) thread now wires pods
         podrecord.pods_root(self.lab).mkdir(parents=True, exist_ok=True)
+        if self.server is None:  # logs and exec for the API server (port 10250)
+            self.server = KubeletServer(self.lab, self.node, self.host_ip)
+            self.server.start()
         self._adopt()
         self.log.info("kubelet ready: subnet %s, gateway %s, MTU %d, IPAM %s-%s, %d pods adopted",
                       self.subnet, self.gateway, self.mtu, self.ipam.range_start,
@@ -357,6 +373,7 @@ class KubeletRole(Reconciler):
             raise NetlabError(f"{BRIDGE} is gone")
         t = self._took("wire", t)
         (d / "hosts").write_text(podrecord.hosts_text(rec["podIP"], rec["name"]))
+        self._service_account(d, rec["namespace"])
         for c in pod["spec"]["containers"]:
             self._start_container(pod, d, rec, c, restart=0)
         t = self._took("containers", t)
@@ -402,6 +419,21 @@ class KubeletRole(Reconciler):
         self.pods.pop(uid, None)
         self.errors[uid] = (msg, time.monotonic() + CREATE_RETRY)
 
+    def _service_account(self, d: Path, namespace: str) -> None:
+        """The pod's service-account token, the lab CA and its namespace, which pause binds
+        over /var/run/secrets/kubernetes.io/serviceaccount (no API server: none)."""
+        if self.sa_key is None:
+            try:
+                self.sa_key = (self.pki / "sa.key").read_text().strip()
+                self.ca_pem = (self.pki / "ca.crt").read_bytes()
+            except OSError:
+                return
+        sa = d / "serviceaccount"
+        sa.mkdir(exist_ok=True)
+        (sa / "token").write_text(auth.sa_token(self.sa_key, namespace))
+        (sa / "ca.crt").write_bytes(self.ca_pem)
+        (sa / "namespace").write_text(namespace)
+
     def _base_env(self) -> dict[str, str]:
         return {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                 names.ENV_NODE: self.node}
@@ -412,6 +444,8 @@ class KubeletRole(Reconciler):
         env = {**self._base_env(), "HOME": "/root", "HOSTNAME": rec["name"],
                "POD_NAME": rec["name"], "POD_NAMESPACE": rec["namespace"], "POD_IP": rec["podIP"],
                "NODE_NAME": self.node, "HOST_IP": self.host_ip}
+        if (d / "serviceaccount").is_dir():
+            env.update(self.in_cluster_env, NETLAB_SA_DIR=str(d / "serviceaccount"))
         env.update({e["name"]: e["value"] for e in c.get("env") or []})
         log = podrecord.container_log(d, name, restart)
         pid = proc.spawn_fast([self.pause_bin, "--enter", str(rec["pause"]["pid"]), str(d / "hosts"),

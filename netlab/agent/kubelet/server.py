@@ -202,11 +202,11 @@ class KubeletServer:
         if tty:
             master_fd, slave_fd = proc.open_pty()
             # setsid -c: a session of its own with the pty as controlling terminal (job control)
-            proc = await asyncio.create_subprocess_exec("setsid", "-c", *argv, stdin=slave_fd, stdout=slave_fd,
+            child = await asyncio.create_subprocess_exec("setsid", "-c", *argv, stdin=slave_fd, stdout=slave_fd,
                                                         stderr=slave_fd, env=_exec_env())
             os.close(slave_fd)
         else:
-            proc = await asyncio.create_subprocess_exec(
+            child = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.PIPE if want_stdin else asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=_exec_env())
         loop = asyncio.get_running_loop()
@@ -246,9 +246,9 @@ class KubeletServer:
                 if ch == STDIN:
                     if master_fd is not None:
                         os.write(master_fd, data)
-                    elif proc.stdin is not None:
-                        proc.stdin.write(data)
-                        await proc.stdin.drain()
+                    elif child.stdin is not None:
+                        child.stdin.write(data)
+                        await child.stdin.drain()
                 elif ch == RESIZE and master_fd is not None:
                     try:
                         size = json.loads(data)
@@ -258,21 +258,21 @@ class KubeletServer:
                 elif ch == CLOSE and v5 and data[:1] == bytes([STDIN]):
                     if master_fd is not None:
                         os.write(master_fd, b"\x04")
-                    elif proc.stdin is not None:
-                        proc.stdin.close()
+                    elif child.stdin is not None:
+                        child.stdin.close()
 
         client = asyncio.create_task(from_client())
         outs = [asyncio.create_task(pump_pty())] if tty else \
-            [asyncio.create_task(pump(proc.stdout, STDOUT)), asyncio.create_task(pump(proc.stderr, STDERR))]
+            [asyncio.create_task(pump(child.stdout, STDOUT)), asyncio.create_task(pump(child.stderr, STDERR))]
         try:
-            code = await proc.wait()
+            code = await child.wait()
             await asyncio.gather(*outs, return_exceptions=True)
         finally:
             client.cancel()
             if master_fd is not None:
                 os.close(master_fd)
-            if proc.returncode is None:
-                proc.kill()
+            if child.returncode is None:
+                child.kill()
         await send(ERROR, json.dumps(exit_status(code, cmd)).encode())
         await ws.close()
         return ws

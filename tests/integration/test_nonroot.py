@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from netlab import kernel, labfile, names
+from netlab import labfile, names
+from netlab.kernel import netns
 from tests.labkit import new_lab_name
 
 NETLAB = str(Path(sys.executable).parent / "netlab")  # this venv's entry point (setup.sh)
@@ -69,5 +70,5 @@ def test_up_as_user_creates_nothing():
         p = as_nobody("up", "-f", str(f))
     assert p.returncode == 1, p.stderr
     assert p.stderr.strip() == f"netlab: must run as root (it creates namespaces, links, iptables rules and etcd): sudo netlab up -f {f}"
-    assert kernel.netns_list(names.ns_prefix(lab)) == []
+    assert netns.netns_list(names.ns_prefix(lab)) == []
     assert not names.run_dir(lab).exists()

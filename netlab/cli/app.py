@@ -8,8 +8,11 @@ usage and validation errors); everything a command shows goes through netlab.cli
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shlex
 import shutil
+import signal
 import sys
 from typing import List, Optional
 
@@ -19,7 +22,7 @@ from netlab import labfile, names
 from netlab.cli import output
 from netlab.errors import NetlabError, NotRoot, UsageError
 from netlab.lab import doctor as doc
-from netlab.lab import lifecycle, running, shell
+from netlab.lab import ci, lifecycle, running, shell
 from netlab.labfile import Lab
 from netlab.store import Store
 
@@ -56,7 +59,7 @@ def complete_kind(kind: str):
 
 def need_root() -> None:
     if os.geteuid() != 0:
-        raise NotRoot("netlab needs root to manage namespaces, links and iptables: run it with sudo")
+        raise NotRoot("must run as root (it creates namespaces, links, iptables rules and etcd)")
 
 
 def lab_name(lab: Optional[str]) -> str:
@@ -64,6 +67,7 @@ def lab_name(lab: Optional[str]) -> str:
         if not names.LAB_NAME_RE.match(lab):
             raise UsageError(f"--lab: '{lab}' is not a valid lab name")
         return lab
+    need_root()  # the run directory is root's: say so before looking into it
     up_ = running.running_labs()
     return up_[0] if len(up_) == 1 else names.DEFAULT_LAB
 
@@ -85,12 +89,39 @@ def progress(step: str, outcome: str) -> None:
 
 # --------------------------------------------------------------------------- lifecycle
 @app.command()
-def up(lab_file: Optional[str] = typer.Option(None, "-f", "--file", help="Lab file (YAML); default: the seed's lab.")):
-    """Create the lab, or repair a running one (idempotent)."""
+def up(lab_file: Optional[str] = typer.Option(None, "-f", "--file", help="Lab file (YAML); default: the seed's lab."),
+       cmd: Optional[List[str]] = typer.Argument(
+           None, metavar="CMD",
+           help="After --: run CMD on the host once the lab is up (NETLAB_LAB and, with an API server, "
+                "KUBECONFIG set), then remove the lab (down --purge); exit with CMD's code.")):
+    """Create the lab, or repair a running one (idempotent); with `-- CMD`, a lab around CMD."""
     lab = labfile.load_lab(lab_file)  # validated before anything is touched
+    if cmd and "--" not in sys.argv[1:]:
+        raise UsageError(f"up: '{cmd[0]}': a command to run goes after `--` (netlab up [-f FILE] -- CMD...)")
     need_root()
     output.err.print(f"Bringing up lab [bold]{lab.name}[/bold]")
-    res = lifecycle.up(lab, report=progress)
+    if not cmd:
+        _up_summary(lifecycle.up(lab, report=progress))
+        return
+
+    def on_up(res) -> None:
+        with contextlib.redirect_stdout(sys.stderr):  # stdout is the command's alone
+            _up_summary(res)
+        output.err.print(f"Running {shlex.join(cmd)} (NETLAB_LAB={lab.name})", markup=False)
+
+    res = ci.run(lab, cmd, report=progress, on_up=on_up)
+    if res.error:
+        output.err.print(f"netlab: {res.error}", markup=False)
+    if res.signal is not None:
+        output.err.print(f"netlab: stopped by {signal.Signals(res.signal).name} before the command ran")
+    if res.was_up:
+        output.err.print(f"lab {lab.name} was up before; left up")
+    elif res.down is not None:
+        output.err.print(f"lab {lab.name} removed (etcd data purged); exit {res.exit_code}")
+    raise typer.Exit(res.exit_code)
+
+
+def _up_summary(res) -> None:
     lab = res.lab
     if res.was_up:
         if res.repaired:
@@ -286,6 +317,9 @@ def delete(kind: Optional[str] = typer.Argument(None, help="pod, svc, deployment
 def main() -> None:
     try:
         app()  # standalone: usage errors print and exit 2
+    except NotRoot as e:
+        output.err.print(f"netlab: {e}: sudo netlab {shlex.join(sys.argv[1:])}", markup=False)
+        sys.exit(e.exit_code)
     except NetlabError as e:
         output.err.print(f"error: {e}", markup=False)
         sys.exit(e.exit_code)

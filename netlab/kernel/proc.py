@@ -9,6 +9,7 @@ notices exits through pidfds instead of polling /proc.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import select
@@ -214,6 +215,47 @@ def kill_pids(pids: Iterable[int], timeout: float = 3.0, sig: int = signal.SIGTE
         reap_nowait()
         time.sleep(0.02)
     return pids
+
+
+def run_attached(argv: Sequence[str], env: dict[str, str], grace: float = 10.0) -> int:
+    """Run a command in the foreground (our stdio, our process group) and return its exit
+    status as a shell reports it: 128+N when signal N ended it.
+
+    SIGINT, SIGTERM and SIGHUP that reach us meanwhile are passed on to it and we keep
+    waiting, so the command decides (an interactive shell ignores Ctrl-C); after SIGTERM or
+    SIGHUP it has `grace` seconds, then SIGKILL. Must be called from the main thread.
+    """
+    try:
+        p = subprocess.Popen(list(argv), env=env)
+    except FileNotFoundError:
+        raise KernelError(f"{argv[0]}: command not found") from None
+    except PermissionError:
+        raise KernelError(f"{argv[0]}: permission denied") from None
+    got: list[int] = []
+
+    def forward(sig: int, _frame) -> None:
+        got.append(sig)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(p.pid, sig)
+
+    forwarded = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    old = {s: signal.signal(s, forward) for s in forwarded}
+    try:
+        deadline = None
+        while True:
+            try:
+                rc = p.wait(timeout=0.2)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            if deadline is None and any(s != signal.SIGINT for s in got):
+                deadline = time.monotonic() + grace
+            if deadline is not None and time.monotonic() > deadline:
+                p.kill()
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    return 128 - rc if rc < 0 else rc
 
 
 def read_pid(path: Path) -> int | None:

@@ -26,7 +26,7 @@ def test_not_root_is_one_line_and_touches_nothing(tmp_path):
     p = run("up", "-f", str(f))
     assert p.returncode == 1
     assert p.stderr.strip().splitlines() == [
-        "error: netlab needs root to manage namespaces, links and iptables: run it with sudo"]
+        f"netlab: must run as root (it creates namespaces, links, iptables rules and etcd): sudo netlab up -f {f}"]
     assert netns.netns_list(doc["name"] + "-") == []
     assert not (names.RUN_ROOT / doc["name"]).exists()
 

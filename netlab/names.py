@@ -64,8 +64,11 @@ def run_dir(lab: str) -> Path:
     return RUN_ROOT / lab
 
 
+LOCK_DIR = RUN_ROOT / ".locks"  # outlives every lab: lock files are never unlinked
+
+
 def lock_file(lab: str) -> Path:
-    return RUN_ROOT / f"{lab}.lock"
+    return LOCK_DIR / f"{lab}.lock"
 
 
 def state_dir(lab: str) -> Path:

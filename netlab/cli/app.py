@@ -22,7 +22,7 @@ from netlab import labfile, names
 from netlab.cli import output
 from netlab.errors import NetlabError, NotRoot, UsageError
 from netlab.lab import doctor as doc
-from netlab.lab import ci, lifecycle, running, shell
+from netlab.lab import ci, lifecycle, lock, running, shell
 from netlab.labfile import Lab
 from netlab.store import Store
 
@@ -75,6 +75,13 @@ def lab_name(lab: Optional[str]) -> str:
 def open_lab(lab: str) -> tuple[Lab, Store]:
     """The running lab and its store, for a command (the caller closes the store)."""
     return running.open_lab(lab)
+
+
+def open_lab_writing(lab: str, stack: contextlib.ExitStack) -> tuple[Lab, Store]:
+    """Like open_lab, for a command that writes objects: holds the lab lock shared until
+    `stack` closes, so a concurrent `down` either waits for the writes or refuses them."""
+    lab_obj = stack.enter_context(lock.writing(lab))
+    return lab_obj, running.open_lab(lab)[1]
 
 
 def _fmt(fmt: str) -> str:

@@ -5,6 +5,7 @@ Parses and prints only; the work is in netlab/api/manifests.py and netlab/api/de
 
 from __future__ import annotations
 
+import contextlib
 from typing import List, Optional
 
 import typer
@@ -26,11 +27,15 @@ def apply(files: List[str] = typer.Option(..., "-f", "--filename", help="Manifes
     """Create or update the Deployments, Services and Pods of Kubernetes manifests (idempotent)."""
     docs = manifests.load(list(files), namespace)  # fields checked before root or the lab
     cli.need_root()
-    lab_obj, st = cli.open_lab(cli.lab_name(lab))
-    try:
+    with contextlib.ExitStack() as writing:
+        lab_obj, st = cli.open_lab_writing(cli.lab_name(lab), writing)
+        writing.callback(st.close)
         manifests.apply(st, lab_obj, docs, report=print)
-        if wait:
-            manifests.wait_ready(st, lab_obj, docs, timeout)
+    if not wait:
+        return
+    lab_obj, st = cli.open_lab(cli.lab_name(lab))  # the wait runs outside the lock
+    try:
+        manifests.wait_ready(st, lab_obj, docs, timeout)
     finally:
         st.close()
 
@@ -49,12 +54,16 @@ def scale(kind: str = typer.Argument(..., help="deployment"),
     if replicas < 0:
         raise UsageError(f"--replicas: {replicas} is not a whole number >= 0")
     cli.need_root()
+    with contextlib.ExitStack() as writing:
+        lab_obj, st = cli.open_lab_writing(cli.lab_name(lab), writing)
+        writing.callback(st.close)
+        deployments.scale(st, namespace, name, replicas)
+    print(f"deployment.apps/{name} scaled")
+    if not wait:
+        return
     lab_obj, st = cli.open_lab(cli.lab_name(lab))
     try:
-        deployments.scale(st, namespace, name, replicas)
-        print(f"deployment.apps/{name} scaled")
-        if wait:
-            manifests.wait_deployment(st, lab_obj, namespace, name, timeout)
+        manifests.wait_deployment(st, lab_obj, namespace, name, timeout)
     finally:
         st.close()
 

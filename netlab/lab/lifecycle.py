@@ -357,8 +357,8 @@ def down(lab: str, purge: bool = False, report: Report = _noop) -> DownResult:
             shutil.rmtree(names.state_dir(lab), ignore_errors=True)
             res.purged = True
             report("etcd data", f"removed {names.state_dir(lab)}")
-    with contextlib.suppress(OSError):
-        names.lock_file(lab).unlink()
+    # The lock file stays (in names.LOCK_DIR): another command may already have it open and
+    # be waiting on it; unlinking it would let the next command lock a fresh file beside it.
     _remove_if_empty(names.RUN_ROOT)
     if purge:
         _remove_if_empty(names.STATE_ROOT)

@@ -1,6 +1,10 @@
-"""The lab lock: one mutating netlab command per lab at a time (flock on a file).
+"""The lab lock: mutating netlab commands on one lab are serialised by flock on a file.
 
-The kernel drops the lock when its holder dies, so a crashed command never blocks the next.
+`up`, `down` and node operations hold it exclusively; commands that only write objects
+(`apply`, `scale`, `delete`) hold it shared, then check the lab is still up, so none of them
+writes while `down` removes the lab. The lock file lives in names.LOCK_DIR and is never
+unlinked (a waiter may hold it open). The kernel drops the lock when its holder dies, so a
+crashed command never blocks the next.
 """
 
 from __future__ import annotations
@@ -11,13 +15,14 @@ import os
 import time
 from typing import Iterator
 
-from netlab import names
+from netlab import labfile, names
 from netlab.errors import LabBusy
+from netlab.labfile import Lab
 
 
 @contextlib.contextmanager
-def lab_lock(lab: str, wait: float | None = None) -> Iterator[None]:
-    """Serialise mutating commands on one lab; the kernel drops the lock if we die."""
+def lab_lock(lab: str, wait: float | None = None, shared: bool = False) -> Iterator[None]:
+    """Hold the lab's lock (exclusive, or shared with other object writers) for the block."""
     if wait is None:
         wait = float(os.environ.get("NETLAB_LOCK_WAIT", "10"))
     path = names.lock_file(lab)
@@ -27,7 +32,7 @@ def lab_lock(lab: str, wait: float | None = None) -> Iterator[None]:
     try:
         while True:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
@@ -37,3 +42,11 @@ def lab_lock(lab: str, wait: float | None = None) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def writing(lab: str) -> Iterator[Lab]:
+    """For a command that writes objects: the shared lock, and the running lab read inside
+    it (LabNotUp if a `down` removed it meanwhile, so nothing is written to a dying lab)."""
+    with lab_lock(lab, shared=True):
+        yield labfile.load_running(lab)

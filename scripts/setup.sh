@@ -17,7 +17,7 @@ declare -A NEED=(
     [ip]=iproute2 [bridge]=iproute2 [iptables-legacy]=iptables [etcd]=etcd-server
     [etcdctl]=etcd-client [conntrack]=conntrack [curl]=curl [brctl]=bridge-utils
     [tcpdump]=tcpdump [route]=net-tools [ping]=iputils-ping [sysctl]=procps
-    [nsenter]=util-linux [gcc]=gcc [python3]=python3
+    [nsenter]=util-linux [gcc]=gcc [python3]=python3 [dot]=graphviz
 )
 missing=()
 for bin in "${!NEED[@]}"; do

@@ -888,6 +888,7 @@ class _Walker:
                   out_dev: str | None, bridged: bool = False) -> Packet:
         """Run every base chain of every rule source on this hook, in priority order."""
         env = self.env(ns, hook, in_dev, out_dev, bridged)
+        before = pkt
         chains = sorted((prio, i, src, table, chain) for i, src in enumerate(ns.rules)
                         for prio, table, chain in src.base_chains(hook))
         for _prio, _i, src, table, chain in chains:
@@ -904,6 +905,10 @@ class _Walker:
                     why = self._reject_why(last)
                     self.stop(False, "rejected", f"rejected in {ns.label} by {rule} ({res.reject_with}){why}", hop)
                 self.stop(False, "dropped", f"dropped in {ns.label} by {rule}", hop)
+        if (pkt.dst, pkt.dport) != (before.dst, before.dport):
+            hop.what += f"; DNAT to {pkt.dst}" + (f":{pkt.dport}" if pkt.dport is not None else "")
+        if pkt.src != before.src and before.src is not None:
+            hop.what += f"; source NAT {before.src} -> {pkt.src}"
         return pkt
 
     @staticmethod

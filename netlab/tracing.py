@@ -169,7 +169,7 @@ def run(lab: str, src: str, dst: str, proto: str | None = None, *, live: bool = 
         probe = kernel_capture.probe(snap, s.netns, d.ip, d.port, proto, _capture_points(snap))
         res = Result(trace(snap, s.netns, d.ip, d.port, proto, prefer=probe.get("endpoint") or endpoint,
                            sport=probe.get("sport"), src=probe.get("src")), snap, s, d, proto)
-        res.live = kernel_capture.compare(res.trace, probe)
+        res.live = kernel_capture.compare(res.trace, probe, kernel_capture.bridge_ports(snap))
         return res
     return Result(trace(snap, s.netns, d.ip, d.port, proto, prefer=endpoint), snap, s, d, proto)
 

@@ -294,6 +294,9 @@ class Hop:
     netfilter: list[Decision] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     pod: str | None = None
+    # The packet as a capture on `device` shows it: on arrival for receive/bridge/decap/deliver
+    # hops, as sent (after POSTROUTING) for send/forward/encap hops.
+    wire: Packet | None = None
 
     def why(self) -> list[str]:
         out = []
@@ -310,7 +313,8 @@ class Hop:
         return {"hop": self.n, "node": self.node, "namespace": self.namespace, "where": self.where,
                 "pod": self.pod, "device": self.device, "event": self.event, "what": self.what,
                 "packet": self.packet.to_dict(), "outer": self.outer, "route": self.route,
-                "netfilter": [d.to_dict() for d in self.netfilter], "notes": list(self.notes)}
+                "netfilter": [d.to_dict() for d in self.netfilter], "notes": list(self.notes),
+                "wire": self.wire.to_dict() if self.wire else None}
 
 
 @dataclass
@@ -847,7 +851,7 @@ class _Walker:
         if len(self.hops) >= _MAX_HOPS:
             self.stop(False, "loop", f"more than {_MAX_HOPS} hops (a forwarding loop?)", None)
         h = Hop(len(self.hops) + 1, ns.name, ns.node, ns.label, dev, event, what, pkt,
-                pod=ns.pod, **kw)
+                pod=ns.pod, wire=pkt, **kw)
         self.hops.append(h)
         return h
 
@@ -906,9 +910,10 @@ class _Walker:
                     self.stop(False, "rejected", f"rejected in {ns.label} by {rule} ({res.reject_with}){why}", hop)
                 self.stop(False, "dropped", f"dropped in {ns.label} by {rule}", hop)
         if (pkt.dst, pkt.dport) != (before.dst, before.dport):
-            hop.what += f"; DNAT to {pkt.dst}" + (f":{pkt.dport}" if pkt.dport is not None else "")
+            hop.what = "; ".join(x for x in (hop.what, f"DNAT to {pkt.dst}" + (
+                f":{pkt.dport}" if pkt.dport is not None else "")) if x)
         if pkt.src != before.src and before.src is not None:
-            hop.what += f"; source NAT {before.src} -> {pkt.src}"
+            hop.what = "; ".join(x for x in (hop.what, f"source NAT {before.src} -> {pkt.src}") if x)
         return pkt
 
     @staticmethod
@@ -1028,7 +1033,7 @@ class _Walker:
 
     def post_and_xmit(self, ns: Namespace, r: Route, pkt: Packet, h: Hop, generated: bool) -> None:
         pkt = self.netfilter(ns, "POSTROUTING", pkt, h, None, r.dev)
-        h.packet = pkt
+        h.packet = h.wire = pkt
         link = ns.links.get(r.dev or "")
         if link is None:
             self.stop(False, "no-device", f"route '{r}' names a device {r.dev} that does not exist", h)
@@ -1050,7 +1055,7 @@ class _Walker:
             port = self.fdb_port(ns, link, mac, h)
             if port is None:
                 self.stop(False, "dropped", f"frame to {mac} stays on {link.name} in {ns.label}", h)
-            h.what = (h.what + "; " if h.event == "send" else "") + f"bridged out {port.name}"
+            h.what = "; ".join(x for x in (h.what, f"bridged out {port.name}") if x)
             return self.out_port(ns, port, pkt, mac, h)
         return self.out_port(ns, link, pkt, mac, h)
 
@@ -1115,7 +1120,7 @@ class _Walker:
             self.stop(False, "no-route", f"route '{r}' in {ns.label} discards it", h)
         h.what = f"{h.what}; routed to {r.dev}" if h.event != "bridge" else h.what
         pkt = self.netfilter(ns, "FORWARD", pkt, h, link.name, r.dev)
-        out = self.hop(ns, r.dev or "-", "forward", "sent", pkt)
+        out = self.hop(ns, r.dev or "-", "forward", "", pkt)
         self.post_and_xmit(ns, r, pkt, out, generated=False)
 
     def vxlan_encap(self, ns: Namespace, link: Link, nexthop: str, pkt: Packet, h: Hop) -> None:
@@ -1136,7 +1141,8 @@ class _Walker:
         outer = Packet("udp", src, remote.dst, None, vx.port)
         h.outer = {"src": src, "dst": remote.dst, "proto": "udp", "dport": vx.port, "vni": vx.vni,
                    "inner_dst_mac": inner_mac}
-        h.what = (f"VXLAN encapsulation: VNI {vx.vni}, outer udp {src} > {remote.dst}:{vx.port}")
+        h.what = "; ".join(x for x in (h.what, f"VXLAN encapsulation: VNI {vx.vni}, outer udp {src} > "
+                                                  f"{remote.dst}:{vx.port}") if x)
         # The outer packet is a new, locally generated UDP packet of this namespace.
         o = self.hop(ns, (r.dev if r else None) or vx.dev or "-", "send",
                      f"outer packet of {link.name} (VXLAN, inner {pkt})", outer, route=str(r) if r else None)

@@ -11,6 +11,7 @@ counter is left behind; the only state the probe leaves is its own conntrack ent
 
 from __future__ import annotations
 
+import re
 import select
 import socket
 import struct
@@ -184,10 +185,19 @@ def probe(snap: Snapshot, src_ns: str, dst: str, dport: int, proto: str,
             s.close()
     after = kernel_snapshot.iptables_counters(nodes)
     info = {"marker": marker, "dst": dst, **sent}
-    # The SYN leaving the source carries the initial sequence number every copy keeps.
+    # The SYN leaving the source carries the initial sequence number every copy keeps. NAT in
+    # the source's own namespace (flannel's MASQUERADE --random-fully) may have changed its
+    # source port: conntrack's reply tuple says into what.
+    leave = {(sent.get("src"), sent["sport"])}
+    if proto == "tcp" and sent.get("src"):
+        for line in _conntrack(src_ns, proto, sent["src"], sent["sport"], dst, dport):
+            tup = re.findall(r"(src|dst|sport|dport)=(\S+)", line)
+            if len(tup) >= 8:
+                reply = dict(tup[4:8])
+                leave.add((reply["dst"], int(reply["dport"])))
     for p in frames:
-        if p["netns"] == src_ns and p["out"] and p.get("proto") == "tcp" and p["sport"] == sent["sport"] \
-                and p["flags"] & 0x02:
+        if p["netns"] == src_ns and p["out"] and p.get("proto") == "tcp" and p["flags"] & 0x02 \
+                and not p["flags"] & 0x10 and ((p["src"], p["sport"]) in leave or p["sport"] == sent["sport"]):
             info["isn"] = p["seq"]
             break
     seen = []
@@ -201,11 +211,11 @@ def probe(snap: Snapshot, src_ns: str, dst: str, dport: int, proto: str,
     # Which endpoint got it: where the probe entered a pod.
     endpoint = None
     pod_ns = {ns.name for ns in snap.namespaces.values() if ns.role == "pod"}
-    for s in seen:
-        if s["kind"] == "fwd" and s["netns"] in pod_ns and s["netns"] != src_ns and not s["out"]:
+    own = {ns.name: ns.local_addresses() for ns in snap.namespaces.values()}
+    for s in seen:  # (the source pod too: a pod reaching itself through its service)
+        if s["kind"] == "fwd" and s["netns"] in pod_ns and not s["out"] and s["dst"] in own[s["netns"]]:
             endpoint = s["dst"]
     answered = None
-    own = {ns.name: ns.local_addresses() for ns in snap.namespaces.values()}
     replies = [s for s in seen if s["kind"] == "reply" and s["out"]]
     # Who answered: a namespace sending the reply from one of its own addresses (a pod's SYN-ACK,
     # a node's ICMP error), not a node passing it on.

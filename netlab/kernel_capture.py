@@ -125,7 +125,8 @@ def _send(src_ns: str, dst: str, dport: int, proto: str, marker: bytes) -> dict:
                 s.connect((dst, dport))
                 result = "connected"
             else:
-                s.sendto(marker, (dst, dport))
+                s.connect((dst, dport))  # connected: an ICMP error comes back as ECONNREFUSED
+                s.send(marker)
                 try:
                     s.recv(2048)
                     result = "answered"

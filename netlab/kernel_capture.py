@@ -170,7 +170,9 @@ def probe(snap: Snapshot, src_ns: str, dst: str, dport: int, proto: str,
           points: list[tuple[str, str]]) -> dict:
     vxlan_ports = {l.vxlan.port for ns in snap.namespaces.values() for l in ns.links.values() if l.vxlan}
     nodes = [ns.name for ns in snap.namespaces.values() if ns.role in ("node", "underlay")]
-    before = kernel_snapshot.iptables_counters(nodes)
+    # The snapshot's own read (iptables-save -c) is the "before"; nothing is ever reset.
+    before = {ns: next((r.counters() for r in snap.namespaces[ns].rules if hasattr(r, "counters")), {})
+              for ns in nodes}
     marker = f"netlab-trace {uuid.uuid4().hex}".encode()
     caps = _open_captures(points)
     frames: list[dict] = []

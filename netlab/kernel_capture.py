@@ -224,7 +224,8 @@ def probe(snap: Snapshot, src_ns: str, dst: str, dport: int, proto: str,
     # a node's ICMP error), not a node passing it on.
     for s in replies:
         if s["src"] in own.get(s["netns"], set()) and (s["netns"] != src_ns or s["src"] == endpoint):
-            answered = {"netns": s["netns"], "src": s["src"], "sport": s.get("sport"), "what": _reply_word(s)}
+            answered = {"netns": s["netns"], "where": snap.namespaces[s["netns"]].label, "src": s["src"],
+                        "sport": s.get("sport"), "what": _reply_word(s)}
             break
     ct = {}
     for netns in nodes:
@@ -319,7 +320,7 @@ def compare(tr: Trace, pr: dict, snap_ports: dict[tuple[str, str], list[str]]) -
     summary = [f"probe from source port {pr['sport']}: {pr['result']} after {pr['seconds']} s"]
     if pr.get("answered"):
         a = pr["answered"]
-        summary.append(f"answered by {a['src']} ({a['what']}, sent from {a['netns']})")
+        summary.append(f"answered by {a['src']} ({a['what']} from {a['where']})")
     if pr.get("endpoint"):
         summary.append(f"endpoint that got it: {pr['endpoint']}")
     summary.append("prediction and capture agree" if not mismatches else

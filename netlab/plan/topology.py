@@ -21,8 +21,11 @@ PATH = "#d62728"
 GREY = "#7f7f7f"
 
 
-def _id(ns: str, dev: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_]", "_", f"{ns}__{dev}")
+def _ider(snap: Snapshot):
+    """Node ids named after what the reader sees (pod/NAME, kub-node-1), not the lab's
+    namespace names, so a picture does not depend on the lab it was drawn from."""
+    labels = {ns.name: (ns.pod or ns.label) for ns in snap.namespaces.values()}
+    return lambda ns, dev: re.sub(r"[^A-Za-z0-9_]", "_", f"{labels.get(ns, ns)}__{dev}")
 
 
 def _addr(link) -> str:
@@ -57,6 +60,7 @@ def graph(snap: Snapshot, tr: Trace | None) -> graphviz.Digraph:
         "shape": "box", "style": "rounded,filled", "fillcolor": "white", "fontname": "Helvetica",
         "fontsize": "10"}, edge_attr={"fontname": "Helvetica", "fontsize": "9", "color": GREY,
                                       "arrowhead": "none"})
+    _id = _ider(snap)
     hops: dict[str, list[int]] = {}
     if tr:
         for h in tr.hops:
@@ -142,7 +146,7 @@ def graph(snap: Snapshot, tr: Trace | None) -> graphviz.Digraph:
         if vx and uplink:
             g.edge(_id(ns.name, vx.name), _id(ns.name, uplink.name), label=" encap", style="dashed")
     if tr:
-        _path(g, tr, drawn)
+        _path(g, tr, drawn, _id)
     return g
 
 
@@ -154,7 +158,7 @@ def _title(tr: Trace | None) -> str:
     return f"netlab trace {head} ({first.proto if first else ''}): {tr.verdict}"
 
 
-def _path(g: graphviz.Digraph, tr: Trace, drawn: set[str]) -> None:
+def _path(g: graphviz.Digraph, tr: Trace, drawn: set[str], _id) -> None:
     prev, prev_hop = None, None
     for h in tr.hops:
         cur = _id(h.namespace, h.device)

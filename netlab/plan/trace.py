@@ -329,6 +329,8 @@ class Verdict:
     endpoint: str | None = None  # ip:port it reached
 
     def __str__(self) -> str:
+        if self.delivered and self.message.startswith("delivered"):
+            return self.message
         return ("delivered: " if self.delivered else "stopped: ") + self.message
 
     def to_dict(self) -> dict:
@@ -844,6 +846,7 @@ class _Walker:
         self.verdict: Verdict | None = None
         # Inner packets travelling inside an outer one, keyed by the encapsulating hop.
         self._vx_inner: dict[int, tuple[Packet, str]] = {}
+        self.exit_ns: list[Namespace] = []
         self.exits: list[str] = []  # "left kub-node-0 by the default route ..." notes
 
     # helpers ---------------------------------------------------------------
@@ -1046,6 +1049,7 @@ class _Walker:
     def note_exit(self, ns: Namespace, r: Route, pkt: Packet) -> None:
         if ns.role == "node" and r.dst == "default":
             self.exits.append(f"{pkt.dst} left {ns.label} by the default route ({r})")
+            self.exit_ns.append(ns)
 
     def xmit(self, ns: Namespace, link: Link, nexthop: str, pkt: Packet, h: Hop) -> None:
         if link.kind == "vxlan":
@@ -1220,8 +1224,13 @@ def trace(snap: Snapshot, src_ns: str, dst: str, dport: int | None = None, proto
         svc = ""
         if snap.service_cidr and _in_net(w.hops[0].packet.dst, snap.service_cidr) and \
                 w.hops[-1].packet.dst == w.hops[0].packet.dst:
-            svc = (f"{w.hops[0].packet.dst} is a ClusterIP, but no rule translated it "
-                   "(no kube-proxy rules where it was sent); ")
+            first = w.exit_ns[0]
+            has_proxy = any(isinstance(r, IptablesRules) and r.tables.get("nat", {}).get("KUBE-SERVICES")
+                            and r.tables["nat"]["KUBE-SERVICES"].rules for r in first.rules)
+            why = ("a Service translates only its ip:port, not ICMP" if proto == "icmp" else
+                   f"no rule for it on {first.label}" if has_proxy else
+                   f"{first.label} has no kube-proxy rules")
+            svc = f"{w.hops[0].packet.dst} is a ClusterIP, but nothing translated it ({why}); "
         v.message = f"{svc}{extra}; then {v.message}"
     return Trace(w.hops, v)
 

@@ -157,7 +157,7 @@ def test_master_to_cluster_ip_leaves_by_the_default_route(lab):
     t = tr(lab, "kub-node-0", f"{CLUSTER_IP}:80", "--live")
     v = t["verdict"]
     assert v["result"] == "stopped" and v["reason"] == "not-forwarded"  # S13
-    assert "no rule translated it" in v["message"] and "left kub-node-0 by the default route" in v["message"]
+    assert "kub-node-0 has no kube-proxy rules" in v["message"] and "left kub-node-0 by the default route" in v["message"]
     assert_live_agrees(t)
     assert t["live"]["result"].startswith("no answer")
 

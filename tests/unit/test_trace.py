@@ -332,7 +332,7 @@ def test_master_to_cluster_ip_leaves_by_the_default_route_untranslated():
     assert t.hops[0].route == "default via 172.23.100.1 dev ens3 proto static"
     assert not any("DNAT" in d.action for h in t.hops for d in h.netfilter)
     assert not t.verdict.delivered and t.verdict.reason == "not-forwarded"  # S13
-    assert "192.1.47.211 is a ClusterIP, but no rule translated it" in t.verdict.message
+    assert "192.1.47.211 is a ClusterIP, but nothing translated it (kub-node-0 has no kube-proxy rules)" in t.verdict.message
     assert "left kub-node-0 by the default route" in t.verdict.message
     assert t.verdict.namespace == "seed-net"
 
@@ -346,6 +346,7 @@ def test_ping_to_a_cluster_ip_is_not_translated():
     t = trace(seed(), pod_ns("c"), "192.1.47.211", proto="icmp")  # S12: only ip:port is translated
     assert not t.verdict.delivered and t.verdict.namespace == "seed-net"
     assert "left kub-node-1 by the default route" in t.verdict.message
+    assert "a Service translates only its ip:port, not ICMP" in t.verdict.message
     # ...while a pod IP answers a ping.
     assert trace(seed(), pod_ns("c"), "10.1.79.11", proto="icmp").verdict.reason == "echo-reply"
 

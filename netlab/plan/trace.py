@@ -177,6 +177,7 @@ class Namespace:
     rules: list["RuleSource"] = field(default_factory=list)
     ip_forward: bool = False
     bridge_nf_call_iptables: bool = False
+    notes: list[str] = field(default_factory=list)  # caveats, shown on the first hop here
 
     @property
     def label(self) -> str:
@@ -855,6 +856,8 @@ class _Walker:
             self.stop(False, "loop", f"more than {_MAX_HOPS} hops (a forwarding loop?)", None)
         h = Hop(len(self.hops) + 1, ns.name, ns.node, ns.label, dev, event, what, pkt,
                 pod=ns.pod, wire=pkt, **kw)
+        if ns.notes and all(x.namespace != ns.name for x in self.hops):
+            h.notes += ns.notes
         self.hops.append(h)
         return h
 

@@ -415,3 +415,31 @@ def test_bad_input():
         trace(seed(), "nope", "10.1.1.4", 80)
     with pytest.raises(ValueError, match="proto"):
         trace(seed(), pod_ns("a"), "10.1.1.4", 80, proto="sctp")
+
+
+def test_forward_policy_drop_and_goto_semantics():
+    snap = seed()
+    n2 = snap.namespaces["seed-kub-node-2"]
+    text = WORKER_NAT.format(flannel=FLANNEL_NAT.format(sub="10.1.79.0/24")) + (
+        "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n:G - [0:0]\n:H - [0:0]\n"
+        "-A FORWARD -g G\n-A FORWARD -j ACCEPT\n-A G -j H\n-A H -j RETURN\nCOMMIT\n")
+    n2.rules = [IptablesRules(text)]
+    t = trace(snap, pod_ns("a"), "10.1.79.11", 80)
+    # G was entered by goto: when it falls off its end, FORWARD is left too, so rule 2 never
+    # runs and the policy decides.
+    v = t.verdict
+    assert v.reason == "dropped" and "filter FORWARD policy DROP" in v.message
+    assert [f"{d.chain} {d.rule}" for d in t.hops[-1].netfilter if d.table == "filter"] == [
+        "FORWARD 1", "G 1", "H 1", "FORWARD None"]
+
+
+def test_the_topology_picture_numbers_the_hops_and_draws_the_path():
+    from netlab.plan.topology import graph
+
+    t = trace(seed(), pod_ns("a"), "10.1.79.11", 80)
+    src = graph(seed(), t).source
+    assert "cluster_" in src and "hop 3" in src and "VXLAN VNI 1, UDP 8472" in src
+    # One red edge per change of device along the path, plus the arrow to the verdict.
+    assert src.count("penwidth=2.2") == len(t.hops) - 1
+    assert "4: 172.23.100.5 → 172.23.100.6:8472 (VXLAN 1)" in src
+    assert "seed-kub" not in src and "seed-pod" not in src  # ids from what the reader sees

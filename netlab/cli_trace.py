@@ -11,7 +11,7 @@ from typing import Optional
 
 import typer
 
-from netlab import cli, output
+from netlab import cli, output, tracing
 from netlab.errors import UsageError
 
 
@@ -72,8 +72,6 @@ def trace(src: str = typer.Argument(..., help="pod/NAME, a node name, or externa
           svg: Optional[Path] = typer.Option(None, "--svg", help="Also draw the path on the topology (SVG)."),
           lab: Optional[str] = cli.LabOpt):
     """Follow a packet hop by hop through the lab's real kernel state, and say why."""
-    from netlab import tracing
-
     if fmt not in ("table", "json", "yaml"):
         raise UsageError(f"-o: '{fmt}' is not one of table, json, yaml")
     cli._need_root()
@@ -89,8 +87,6 @@ def trace(src: str = typer.Argument(..., help="pod/NAME, a node name, or externa
 def topology(svg: Path = typer.Option(..., "--svg", help="Where to write the picture (SVG)."),
              lab: Optional[str] = cli.LabOpt):
     """Draw the lab's topology: nodes, bridges, VXLAN devices, the node network, pods."""
-    from netlab import tracing
-
     cli._need_root()
     svg.write_bytes(tracing.svg_for_lab(cli._lab_name(lab)))
     print(f"wrote {svg}")

@@ -12,7 +12,9 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
-from netlab import kernel, kernel_snapshot, names
+import graphviz
+
+from netlab import kernel, kernel_capture, kernel_snapshot, names
 from netlab.errors import LabNotUp, UsageError
 from netlab.plan import topology
 from netlab.plan.trace import Snapshot, Trace, trace
@@ -122,7 +124,7 @@ def _service(lab: str, name: str, port: int | None) -> Target:
 
 
 def snapshot(lab: str) -> Snapshot:
-    from netlab import lifecycle
+    from netlab import lifecycle  # here: it pulls in the etcd client (grpc), ~0.3 s
 
     if not kernel.netns_exists(names.underlay_ns(lab)):
         raise LabNotUp(f"lab '{lab}' is not up (no namespace {names.underlay_ns(lab)})")
@@ -162,8 +164,6 @@ def run(lab: str, src: str, dst: str, proto: str | None = None, *, live: bool = 
     d = resolve_dest(lab, snap, dst, proto or "tcp")
     proto = proto or d.proto or "tcp"
     if live:
-        from netlab import kernel_capture  # raw sockets and the probe: only with --live
-
         if not _inside_lab(snap, d.ip):
             raise UsageError(f"--live: {d.ip} is not an address of this lab's namespaces or services")
         probe = kernel_capture.probe(snap, s.netns, d.ip, d.port, proto, _capture_points(snap))
@@ -188,8 +188,6 @@ def _capture_points(snap: Snapshot) -> list[tuple[str, str]]:
 
 def render_svg(graph) -> bytes:
     """Lay the graph out with Graphviz's dot (a subprocess of the graphviz binding)."""
-    import graphviz  # imported here: only --svg needs it
-
     try:
         return graph.pipe(format="svg")
     except graphviz.ExecutableNotFound:

@@ -17,7 +17,10 @@ import subprocess
 import pytest
 import yaml
 
-from netlab import kernel, names, pods, tracing
+from netlab import names
+from netlab.api import pods
+from netlab.kernel import iptables as kipt
+from netlab.lab import trace as tracing
 from netlab.errors import UsageError
 from tests.labkit import Lab, lab_doc, leftovers, new_lab_name, wait_for
 
@@ -212,7 +215,7 @@ def test_table_output_and_bad_targets(lab, tmp_path):
 
 
 def _ipt_rules(lab: Lab, node: str) -> str:
-    return "\n".join(l for l in kernel.iptables_save(node_ns(lab, node)).splitlines()
+    return "\n".join(l for l in kipt.iptables_save(node_ns(lab, node)).splitlines()
                      if l.startswith("-A"))
 
 
@@ -220,7 +223,7 @@ def test_a_drop_rule_inserted_by_hand_is_named_and_nothing_else_changes(lab):
     ns = node_ns(lab, "kub-node-2")
     rule = ["FORWARD", "-d", f"{B}/32", "-p", "tcp", "-m", "tcp", "--dport", "80", "-j", "DROP"]
     before = _ipt_rules(lab, "kub-node-2")
-    assert kernel.iptables(ns, "-I", *rule).returncode == 0
+    assert kipt.iptables(ns, "-I", *rule).returncode == 0
     try:
         t = tr(lab, pod(lab, A), f"{pod(lab, B)}:80", "--live")
         v = t["verdict"]
@@ -229,7 +232,7 @@ def test_a_drop_rule_inserted_by_hand_is_named_and_nothing_else_changes(lab):
         assert_live_agrees(t)  # seen on kub-node-2's flannel.1, never on its docker0
         assert not any(f["netns"] == ns and f["dev"] == "docker0" for f in t["live"]["frames"])
     finally:
-        kernel.iptables(ns, "-D", *rule)
+        kipt.iptables(ns, "-D", *rule)
     # The live trace left no rule behind (and reset no counter: the counters are only read).
     assert _ipt_rules(lab, "kub-node-2") == before
 

@@ -17,7 +17,9 @@ import socket
 import struct
 from concurrent.futures import ThreadPoolExecutor
 
-from netlab import kernel, names
+from netlab import names
+from netlab.errors import KernelError
+from netlab.kernel import common, netns as kns
 from netlab.plan.trace import (FdbEntry, IptablesRules, Link, Namespace, Neighbour, Route, Snapshot,
                                Socket, Vxlan)
 
@@ -70,7 +72,7 @@ def _read_netlink(netns: str, all_ns: list[str]) -> dict:
     """Everything netlink and /proc say about one namespace (run in a worker thread)."""
     from pyroute2 import IPRoute  # imported here: pyroute2 costs ~0.2 s to import, only trace needs it
 
-    with kernel.in_netns(netns):
+    with kns.in_netns(netns):
         ipr = IPRoute()
         sockets = (_proc_sockets(_read_file("/proc/thread-self/net/tcp") or "", "tcp")
                    + _proc_sockets(_read_file("/proc/thread-self/net/udp") or "", "udp"))
@@ -79,7 +81,7 @@ def _read_netlink(netns: str, all_ns: list[str]) -> dict:
     try:
         nsids = {}
         for other in all_ns:
-            fd = os.open(kernel.netns_path(other), os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(kns.netns_path(other), os.O_RDONLY | os.O_CLOEXEC)
             try:
                 r = ipr.get_netnsid(fd=fd)
             finally:
@@ -99,9 +101,9 @@ def _read_netlink(netns: str, all_ns: list[str]) -> dict:
 
 def _iptables(netns: str) -> str:
     try:
-        return kernel.run([*kernel.ns_exec_prefix(netns), "iptables-legacy-save", "-c"],
+        return common.run([*kns.ns_exec_prefix(netns), "iptables-legacy-save", "-c"],
                           what=f"iptables-legacy-save in {netns}")
-    except kernel.KernelError:
+    except KernelError:
         return ""
 
 
@@ -110,15 +112,15 @@ def _nft_tables(netns: str) -> list[str]:
     if not shutil.which("nft"):
         return []
     try:
-        out = kernel.run([*kernel.ns_exec_prefix(netns), "nft", "list", "tables"], what=f"nft in {netns}")
-    except kernel.KernelError:
+        out = common.run([*kns.ns_exec_prefix(netns), "nft", "list", "tables"], what=f"nft in {netns}")
+    except KernelError:
         return []
     return [line.strip()[len("table "):] for line in out.splitlines() if line.startswith("table ")]
 
 
 def read(lab: str, service_cidr: str | None = None, with_rules: bool = True) -> Snapshot:
     """A Snapshot of every namespace of `lab` (`/run/netns/<lab>-*`)."""
-    all_ns = kernel.netns_list(names.ns_prefix(lab))
+    all_ns = kns.netns_list(names.ns_prefix(lab))
     with ThreadPoolExecutor(max_workers=8) as pool:
         raw = dict(zip(all_ns, pool.map(lambda n: _read_netlink(n, all_ns), all_ns)))
         rules = dict(zip(all_ns, pool.map(_iptables, all_ns))) if with_rules else {}

@@ -19,7 +19,8 @@ import subprocess
 import time
 import uuid
 
-from netlab import kernel, kernel_snapshot
+from netlab.kernel import netns as kns
+from netlab.kernel import snapshot as kernel_snapshot
 from netlab.plan.trace import Snapshot, Trace
 
 ETH_P_ALL = 0x0003
@@ -31,7 +32,7 @@ def _open_captures(points: list[tuple[str, str]]) -> list[tuple[str, str, socket
     out = []
     for netns, dev in points:
         try:
-            with kernel.in_netns(netns):
+            with kns.in_netns(netns):
                 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
             s.bind((dev, 0))
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 21)
@@ -103,7 +104,7 @@ def _drain(caps, vxlan_ports: set[int], frames: list) -> None:
 
 
 def _conntrack(netns: str, proto: str, src: str, sport: int, dst: str, dport: int) -> list[str]:
-    cmd = [*kernel.ns_exec_prefix(netns), "conntrack", "-L", "-p", proto, "--orig-src", src,
+    cmd = [*kns.ns_exec_prefix(netns), "conntrack", "-L", "-p", proto, "--orig-src", src,
            "--orig-dst", dst, "--sport", str(sport), "--dport", str(dport)]
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=5, check=False)
@@ -113,7 +114,7 @@ def _conntrack(netns: str, proto: str, src: str, sport: int, dst: str, dport: in
 
 
 def _send(src_ns: str, dst: str, dport: int, proto: str, marker: bytes) -> dict:
-    with kernel.in_netns(src_ns):
+    with kns.in_netns(src_ns):
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM)
     try:
         s.bind(("0.0.0.0", 0))

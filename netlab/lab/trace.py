@@ -2,8 +2,8 @@
 
 Owns turning SRC/DST words (`pod/NAME`, a node name, `external`; `IP:PORT`, `pod/NAME:PORT`,
 `svc/NAME[:PORT]`) into namespaces and addresses, reading the lab's kernel state
-(netlab.kernel_snapshot), running the planner (netlab.plan.trace), the live probe
-(netlab.kernel_capture) and rendering the picture (netlab.plan.topology through Graphviz).
+(netlab.kernel.snapshot), running the planner (netlab.plan.trace), the live probe
+(netlab.kernel.capture) and rendering the picture (netlab.plan.topology through Graphviz).
 """
 
 from __future__ import annotations
@@ -14,7 +14,10 @@ from dataclasses import dataclass
 
 import graphviz
 
-from netlab import kernel, kernel_capture, kernel_snapshot, names
+from netlab import names
+from netlab.kernel import capture as kernel_capture
+from netlab.kernel import netns as kns
+from netlab.kernel import snapshot as kernel_snapshot
 from netlab.errors import LabNotUp, UsageError
 from netlab.plan import topology
 from netlab.plan.trace import Snapshot, Trace, trace
@@ -101,7 +104,7 @@ def resolve_dest(lab: str, snap: Snapshot, text: str, proto: str) -> Target:
 
 
 def _service(lab: str, name: str, port: int | None) -> Target:
-    from netlab import services  # the store client (etcd, gRPC) only when a service is named
+    from netlab.api import services  # the store client (etcd, gRPC) only when a service is named
     from netlab.store import Store
 
     namespace, _, svc_name = name.rpartition("/")
@@ -124,12 +127,12 @@ def _service(lab: str, name: str, port: int | None) -> Target:
 
 
 def snapshot(lab: str) -> Snapshot:
-    from netlab import lifecycle  # here: it pulls in the etcd client (grpc), ~0.3 s
+    from netlab.lab import running  # here: it pulls in the etcd client (grpc), ~0.3 s
 
-    if not kernel.netns_exists(names.underlay_ns(lab)):
+    if not kns.netns_exists(names.underlay_ns(lab)):
         raise LabNotUp(f"lab '{lab}' is not up (no namespace {names.underlay_ns(lab)})")
     try:
-        cidr = lifecycle.load_running_lab(lab).services.cluster_ip_range
+        cidr = running.load_running_lab(lab).services.cluster_ip_range
     except Exception:  # noqa: BLE001 - a lab copy missing: the explanation loses one sentence
         cidr = None
     return kernel_snapshot.read(lab, service_cidr=cidr)

@@ -1,7 +1,7 @@
 """CLI for `netlab trace SRC DST` and `netlab topology --svg FILE`.
 
 Only parses and prints (a numbered table of hops in kubectl's plain style, the why of each
-hop beneath it, the verdict last; or `-o json|yaml`); netlab.tracing does the work.
+hop beneath it, the verdict last; or `-o json|yaml`); netlab.lab.trace does the work.
 """
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ from typing import Optional
 
 import typer
 
-from netlab import cli, output, tracing
+from netlab.cli import app as cli
+from netlab.cli import output
+from netlab.lab import trace as tracing
 from netlab.errors import UsageError
 
 
@@ -74,8 +76,8 @@ def trace(src: str = typer.Argument(..., help="pod/NAME, a node name, or externa
     """Follow a packet hop by hop through the lab's real kernel state, and say why."""
     if fmt not in ("table", "json", "yaml"):
         raise UsageError(f"-o: '{fmt}' is not one of table, json, yaml")
-    cli._need_root()
-    res = tracing.run(cli._lab_name(lab), src, dst, proto, live=live, endpoint=endpoint)
+    cli.need_root()
+    res = tracing.run(cli.lab_name(lab), src, dst, proto, live=live, endpoint=endpoint)
     if svg:
         svg.write_bytes(tracing.svg_for_trace(res))
     if fmt == "table":
@@ -87,8 +89,8 @@ def trace(src: str = typer.Argument(..., help="pod/NAME, a node name, or externa
 def topology(svg: Path = typer.Option(..., "--svg", help="Where to write the picture (SVG)."),
              lab: Optional[str] = cli.LabOpt):
     """Draw the lab's topology: nodes, bridges, VXLAN devices, the node network, pods."""
-    cli._need_root()
-    svg.write_bytes(tracing.svg_for_lab(cli._lab_name(lab)))
+    cli.need_root()
+    svg.write_bytes(tracing.svg_for_lab(cli.lab_name(lab)))
     print(f"wrote {svg}")
 
 

@@ -52,9 +52,10 @@ def _parse_l3(b: bytes, vxlan_ports: set[int], depth: int = 0) -> dict | None:
     proto = b[9]
     p = {"src": socket.inet_ntoa(b[12:16]), "dst": socket.inet_ntoa(b[16:20])}
     l4 = b[ihl:]
-    if proto == 6 and len(l4) >= 14:
-        sport, dport, seq, ack = struct.unpack("!HHII", l4[:12])
-        p.update(proto="tcp", sport=sport, dport=dport, seq=seq, ack=ack, flags=l4[13])
+    if proto == 6 and len(l4) >= 8:  # an ICMP error may quote only 8 bytes: ports and seq
+        sport, dport, seq = struct.unpack("!HHI", l4[:8])
+        ack = struct.unpack("!I", l4[8:12])[0] if len(l4) >= 12 else None
+        p.update(proto="tcp", sport=sport, dport=dport, seq=seq, ack=ack, flags=l4[13] if len(l4) >= 14 else None)
     elif proto == 17 and len(l4) >= 8:
         sport, dport = struct.unpack("!HH", l4[:4])
         p.update(proto="udp", sport=sport, dport=dport, payload=l4[8:])
@@ -151,16 +152,20 @@ def _is_probe(p: dict, probe: dict, proto: str) -> str | None:
     if p.get("inner"):
         return _is_probe(p["inner"], probe, proto)
     if p.get("quoted") is not None:
-        return "reply" if _is_probe(p["quoted"], probe, proto) == "fwd" else None
+        q = p["quoted"]
+        if proto == "tcp" and q.get("proto") == "tcp":
+            return "reply" if probe.get("isn") is not None and q["seq"] == probe["isn"] else None
+        return "reply" if _is_probe(q, probe, proto) == "fwd" else None
     if proto == "tcp" and p.get("proto") == "tcp":
         isn = probe.get("isn")
         if isn is None:
             return None
+        if p["flags"] is None:
+            return None
         if p["seq"] == isn and p["flags"] & 0x02 and not p["flags"] & 0x10:
             return "fwd"
-        if p["ack"] == (isn + 1) & 0xFFFFFFFF and p["flags"] & 0x12 in (0x12,) or (
-                p["ack"] == (isn + 1) & 0xFFFFFFFF and p["flags"] & 0x04):
-            return "reply"
+        if p["ack"] == (isn + 1) & 0xFFFFFFFF and ((p["flags"] & 0x12) == 0x12 or p["flags"] & 0x04):
+            return "reply"  # the SYN-ACK, or a RST refusing the SYN
         return None
     if proto == "udp" and p.get("proto") == "udp" and probe["marker"] in (p.get("payload") or b""):
         return "reply" if p["dport"] == probe["sport"] and p.get("src") == probe.get("dst") else "fwd"
@@ -200,8 +205,8 @@ def probe(snap: Snapshot, src_ns: str, dst: str, dport: int, proto: str,
                 reply = dict(tup[4:8])
                 leave.add((reply["dst"], int(reply["dport"])))
     for p in frames:
-        if p["netns"] == src_ns and p["out"] and p.get("proto") == "tcp" and p["flags"] & 0x02 \
-                and not p["flags"] & 0x10 and ((p["src"], p["sport"]) in leave or p["sport"] == sent["sport"]):
+        if p["netns"] == src_ns and p["out"] and p.get("proto") == "tcp" and (p["flags"] or 0) & 0x02 \
+                and not (p["flags"] or 0) & 0x10 and ((p["src"], p["sport"]) in leave or p["sport"] == sent["sport"]):
             info["isn"] = p["seq"]
             break
     seen = []
@@ -254,7 +259,7 @@ def _reply_word(s: dict) -> str:
     if s.get("proto") == "icmp":
         return f"ICMP type {s['type']} code {s['code']}"
     if s.get("proto") == "tcp":
-        return "SYN-ACK" if s["flags"] & 0x12 == 0x12 else ("RST" if s["flags"] & 0x04 else "TCP")
+        return "SYN-ACK" if (s["flags"] & 0x12) == 0x12 else ("RST" if s["flags"] & 0x04 else "TCP")
     return "UDP answer"
 
 

@@ -5,10 +5,10 @@ commands and its `get`/`delete` kinds: nodes, pods, services, workloads. output.
 The CLI only parses, calls netlab.lab / netlab.api, and prints.
 """
 
-from netlab.cli import app, nodes, pods, services, workloads
+from netlab.cli import app, nodes, pods, services, trace, workloads
 from netlab.cli.app import main
 
-for _group in (nodes, pods, services, workloads):
+for _group in (nodes, pods, services, workloads, trace):
     _group.register(app.app)
 
 __all__ = ["main"]

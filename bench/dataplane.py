@@ -2,8 +2,11 @@
 
 Baselines, between two scratch namespaces: a veth pair at MTU 1450 (the node network), and
 the same pair carrying a flannel-like VXLAN device (VNI 1, UDP 8472, no learning, static
-FDB and neighbour entries, MTU 1400). netlab: an iperf3 server in a pod (host binaries run
-as the pod's container), clients pod -> pod on one node, pod -> pod across nodes, and
+FDB and neighbour entries, MTU 1400); and a hand-built replica of netlab's cross-node pod
+path (issue 16), hop for hop and without netlab or any rule: pod A's veth on node A's
+bridge, node A routing into its VXLAN device, the underlay veth to node B, decapsulation,
+node B's bridge, pod B's veth. netlab: an iperf3 server in a pod (host binaries run as the
+pod's container), clients pod -> pod on one node, pod -> pod across nodes, and
 pod -> ClusterIP.
 """
 
@@ -68,6 +71,39 @@ def hand_built() -> Iterator[dict[str, tuple[list[str], list[str], str]]]:
         yield {"veth_gbps": (in_ns(b), in_ns(a), "10.250.0.2"), "vxlan_gbps": (in_ns(b), in_ns(a), "10.251.0.2")}
 
 
+@contextlib.contextmanager
+def replica() -> Iterator[dict[str, tuple[list[str], list[str], str]]]:
+    """The cross-node pod path built by hand in four scratch namespaces: {name: (srv, cli, addr)}."""
+    with scratch_ns("rpa", "rna", "rnb", "rpb") as (pa, na, nb, pb):
+        sh("ip", "-n", na, "link", "add", "ens3", "mtu", "1450", "type", "veth", "peer", "name", "ens3",
+           "netns", nb, "mtu", "1450")
+        nodes = ((na, pa, "10.253.0.1", "10.253.0.2", 1, 2, "02:00:00:00:01:01", "02:00:00:00:01:02"),
+                 (nb, pb, "10.253.0.2", "10.253.0.1", 2, 1, "02:00:00:00:01:02", "02:00:00:00:01:01"))
+        for node, pod, ip, peer, sub, psub, mac, peer_mac in nodes:
+            sh("ip", "netns", "exec", node, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+            sh("ip", "-n", node, "addr", "add", f"{ip}/24", "dev", "ens3")
+            sh("ip", "-n", node, "link", "set", "ens3", "up")
+            sh("ip", "-n", node, "link", "add", "vx1", "address", mac, "mtu", "1400", "type", "vxlan",
+               "id", "1", "dstport", "8472", "local", ip, "dev", "ens3", "nolearning")
+            sh("ip", "-n", node, "addr", "add", f"10.252.{sub}.0/32", "dev", "vx1")
+            sh("ip", "-n", node, "link", "set", "vx1", "up")
+            sh("ip", "-n", node, "neigh", "replace", f"10.252.{psub}.0", "lladdr", peer_mac, "dev", "vx1",
+               "nud", "permanent")
+            sh("bridge", "-n", node, "fdb", "replace", peer_mac, "dev", "vx1", "dst", peer, "self", "permanent")
+            sh("ip", "-n", node, "route", "add", f"10.252.{psub}.0/24", "via", f"10.252.{psub}.0", "dev", "vx1",
+               "onlink")
+            sh("ip", "-n", node, "link", "add", "br0", "mtu", "1400", "type", "bridge")
+            sh("ip", "-n", node, "addr", "add", f"10.252.{sub}.1/24", "dev", "br0")
+            sh("ip", "-n", node, "link", "set", "br0", "up")
+            sh("ip", "-n", node, "link", "add", "veth0", "mtu", "1400", "type", "veth", "peer", "name", "eth0",
+               "netns", pod, "mtu", "1400")
+            sh("ip", "-n", node, "link", "set", "veth0", "master", "br0", "up")
+            sh("ip", "-n", pod, "addr", "add", f"10.252.{sub}.2/24", "dev", "eth0")
+            sh("ip", "-n", pod, "link", "set", "eth0", "up")
+            sh("ip", "-n", pod, "route", "add", "default", "via", f"10.252.{sub}.1")
+        yield {"replica_gbps": (in_ns(pb), in_ns(pa), "10.252.2.2")}
+
+
 def _manifest() -> list[dict]:
     def pod(name: str, node: str, cmd: list[str], labels: dict | None = None, port: int | None = None) -> dict:
         c = {"name": name, "command": cmd}
@@ -109,8 +145,8 @@ def in_lab() -> Iterator[dict[str, tuple[None, list[str], str]]]:
 def run(seconds: int, repeat: int) -> dict:
     # Baselines and pods alternate, round by round, so that both see the same machine load.
     out: dict = {"seconds": seconds, "repeat": repeat}
-    with hand_built() as base, in_lab() as pods:
-        paths = {**base, **pods}
+    with hand_built() as base, replica() as rep, in_lab() as pods:
+        paths = {**base, **rep, **pods}
         runs: dict[str, list[float]] = {k: [] for k in paths}
         for _ in range(repeat):
             for key, (srv, cli, addr) in paths.items():

@@ -1,4 +1,8 @@
-"""Pods section: N pods over 4 workers against the kernel floor and Mininet, same run.
+"""Pods section: N pods over W workers against the kernel floor and Mininet, same run.
+
+Shapes (issue 16): N = 100 over 3 workers and N = 1,000 over 10 workers (100 per node, under
+kubelet's default maxPods of 110), plus N = 1,000 over 4 workers for continuity with older
+runs. The floor and Mininet spread the same N over the same number of bridges.
 
 netlab: a Deployment of N replicas (container netlab/hello, the seed's app) applied with
 `netlab apply -f --wait` (returns when every pod runs and is ready), then `netlab delete
@@ -19,20 +23,21 @@ import yaml
 from bench.common import PY, SYS_PY, in_ns, json_out, lab, log, scratch_ns, sh, status_kib
 
 LAB = "benchpods"
-WORKERS = 4
+SHAPES_QUICK = [(100, 3)]
+SHAPES = [(100, 3), (1000, 10), (1000, 4)]
 
 
-def floor(n: int) -> dict:
+def floor(n: int, workers: int) -> dict:
     with scratch_ns("floor") as (ns,):
-        return json_out(*in_ns(ns, PY, str(Path(__file__).with_name("floor_netns.py")), str(n), "nlbfloor"),
-                        timeout=1800)
+        return json_out(*in_ns(ns, PY, str(Path(__file__).with_name("floor_netns.py")), str(n), str(workers),
+                               "nlbfloor"), timeout=1800)
 
 
-def mininet(n: int) -> dict:
+def mininet(n: int, workers: int) -> dict:
     with scratch_ns("mn") as (ns,):
         # `ip netns exec` as a person would run it; the script refuses any other namespace.
         r = json_out("ip", "netns", "exec", ns, SYS_PY, str(Path(__file__).with_name("mininet_hosts.py")),
-                     str(n), ns, timeout=3600)
+                     str(n), str(workers), ns, timeout=3600)
     r["rss_per_pod_kib"] = r.pop("rss_per_host_kib", None)
     return r
 
@@ -61,7 +66,7 @@ def _pod_namespaces() -> list[str]:
     return [n for n in os.listdir("/run/netns") if n.startswith(f"{LAB}-pod-")]
 
 
-def netlab_pods(n: int, prof: bool = False) -> dict:
+def netlab_pods(n: int, workers: int, prof: bool = False) -> dict:
     from netlab.kernel import proc
     from netlab.lab import running
 
@@ -70,7 +75,7 @@ def netlab_pods(n: int, prof: bool = False) -> dict:
                     "template": {"metadata": {"labels": {"app": "bench"}},
                                  "spec": {"containers": [{"name": "hello", "image": "netlab/hello",
                                                           "ports": [{"containerPort": 80}]}]}}}}
-    with lab(LAB, WORKERS) as path:
+    with lab(LAB, workers) as path:
         manifest = path.with_name("bench-deploy.yaml")
         manifest.write_text(yaml.safe_dump(doc))
         env = {"NETLAB_LAB": LAB}
@@ -112,16 +117,17 @@ def netlab_pods(n: int, prof: bool = False) -> dict:
             "peak_rss_cli_kib": cli_rss}
 
 
-def run(sizes: list[int], quick: bool) -> dict:
-    out = {"workers": WORKERS, "sizes": []}
-    for n in sizes:
-        row = {"n": n}
+def run(quick: bool) -> dict:
+    out = {"sizes": []}
+    for n, workers in SHAPES_QUICK if quick else SHAPES:
+        row = {"n": n, "workers": workers}
         for who, fn in (("floor", floor), ("netlab", netlab_pods), ("mininet", mininet)):
-            row[who] = fn(n)
-            log(f"pods N={n} {who}: create {row[who]['create_s']:.2f}s, delete {row[who]['delete_s']:.2f}s")
+            row[who] = fn(n, workers)
+            log(f"pods N={n}/{workers} workers {who}: create {row[who]['create_s']:.2f}s, "
+                f"delete {row[who]['delete_s']:.2f}s")
         out["sizes"].append(row)
     from bench import profile
 
     if profile.available():
-        out["profile"] = netlab_pods(100, prof=True)
+        out["profile"] = netlab_pods(100, 3, prof=True)
     return out

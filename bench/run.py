@@ -3,7 +3,7 @@
     python -m bench.run [--quick] [--only pods,proxy,latency,dataplane,up] [--no-report]
 
 Sections (each side by side with its baseline, measured in the same run):
-  pods       create/delete N pods over 4 workers; baselines: the kernel floor
+  pods       create/delete N pods (100 over 3 workers, 1,000 over 10 and over 4); baselines: the kernel floor
              (bench/floor_netns.py) and Mininet (bench/mininet_hosts.py)
   proxy      full proxy sync at 1,000 and 10,000 services x 2 endpoints, one service
              added/removed at 10,000; baseline: iptables-legacy-restore of the same text
@@ -61,7 +61,7 @@ def commit() -> str:
 def run_section(name: str, quick: bool) -> dict:
     if name == "pods":
         from bench import pods
-        return pods.run([100] if quick else [100, 1000], quick)
+        return pods.run(quick)
     if name == "proxy":
         from bench import proxy
         return proxy.run([1000, 10000], quick)

@@ -8,11 +8,13 @@ under `/registry/...` as Kubernetes-shaped JSON objects. Writes that allocate so
 from __future__ import annotations
 
 import json
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import etcd3
+import etcd3.events
 import etcd3.exceptions
 import grpc
 
@@ -86,6 +88,16 @@ class Store:
         return cls(names.etcd_socket_url(lab), timeout)
 
     def close(self) -> None:
+        w = getattr(self.client, "watcher", None)
+        if w is not None and getattr(w, "_callback_thread", None) is not None:
+            # etcd3's watch thread re-opens its stream forever and dies with a traceback
+            # ("Channel closed!") once the channel is gone; give it a stub that ends it quietly.
+            class _Closed:
+                def Watch(self, *a, **kw):  # noqa: N802 - the gRPC stub's method name
+                    raise SystemExit
+
+            w._watch_stub = _Closed()
+            w._request_queue.put(None)
         self.client.close()
 
     def healthy(self) -> bool:
@@ -318,16 +330,34 @@ class Store:
         except Exception:  # noqa: BLE001 - the watch may already be gone with the connection
             pass
 
-    def wait(self, prefix: str, done: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
-        """Until done() is true, looking again every `interval` seconds; False if `timeout`
-        passed first. (`prefix`: what done() reads; a watch-based wait is still to come.)"""
-        deadline = time.monotonic() + timeout
-        while True:
-            if done():
-                return True
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(interval)
+    def wait(self, prefix: str | tuple[str, ...], done: Callable[[], bool], timeout: float,
+             recheck: float = 1.0) -> bool:
+        """Until done() is true; False if `timeout` passed first.
+
+        done() is evaluated again whenever etcd reports a change under `prefix` (a watch,
+        opened before the first check so no change slips between them), and at the latest
+        every `recheck` seconds for conditions that also depend on time (a lease expiring).
+        """
+        changed = threading.Event()
+
+        def on_event(_response) -> None:
+            changed.set()
+
+        prefixes = (prefix,) if isinstance(prefix, str) else prefix
+        ids = [self.add_watch_prefix_callback(p, on_event) for p in prefixes]
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                changed.clear()
+                if done():
+                    return True
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                changed.wait(min(left, recheck))
+        finally:
+            for wid in ids:
+                self.cancel_watch(wid, on_event)
 
     def lease(self, ttl: int):
         return self._call(self.client.lease, ttl)
@@ -335,3 +365,74 @@ class Store:
 
 def _dump(obj: Any) -> str:
     return obj if isinstance(obj, str) else json.dumps(obj, separators=(",", ":"), sort_keys=False)
+
+
+class Informer:
+    """A local cache of one etcd prefix: one list, then the watch's events applied in order.
+
+    What client-go's informers give a controller: readers (`items()`, `get()`) never go to
+    etcd, and an event costs a dict update, not a re-list. The watch starts at the list's
+    revision + 1, so nothing between the two is lost. A broken watch (etcd restarted,
+    revision compacted) marks the cache stale; `sync()` then lists again.
+    """
+
+    def __init__(self, st: Store, prefix: str, on_change: Callable[[], None] | None = None):
+        self.st, self.prefix, self.on_change = st, prefix, on_change
+        self._lock = threading.Lock()
+        self._items: dict[str, Item] = {}
+        self.revision = 0
+        self.stale = True
+        self._watch_id: int | None = None
+
+    def sync(self) -> None:
+        """(Re)list and (re)watch if the cache is stale; a no-op otherwise."""
+        if not self.stale:
+            return
+        self.stop()
+        items, rev = self.st.list_with_revision(self.prefix)
+        with self._lock:
+            self._items = {i.key: i for i in items}
+            self.revision = rev
+            self.stale = False
+        self._watch_id = self.st.add_watch_prefix_callback(self.prefix, self._on_event, start_revision=rev + 1)
+
+    def stop(self) -> None:
+        if self._watch_id is not None:
+            self.st.cancel_watch(self._watch_id, self._on_event)
+            self._watch_id = None
+
+    def _on_event(self, response) -> None:
+        if isinstance(response, Exception):
+            self.stale = True
+        else:
+            self.apply(response.events)
+        if self.on_change:
+            self.on_change()
+
+    def apply(self, events) -> None:
+        """Apply etcd watch events (PutEvent / DeleteEvent) to the cache, in order."""
+        with self._lock:
+            for ev in events:
+                key = ev.key.decode()
+                if isinstance(ev, etcd3.events.DeleteEvent):
+                    self._items.pop(key, None)
+                else:
+                    try:
+                        obj = json.loads(ev.value)
+                    except ValueError:
+                        obj = ev.value.decode()
+                    self._items[key] = Item(key, obj, ev.mod_revision, ev.create_revision)
+                self.revision = max(self.revision, ev.mod_revision)
+
+    def items(self) -> list[Item]:
+        """Every cached item, in key order (as `Store.list` returns them)."""
+        with self._lock:
+            return [self._items[k] for k in sorted(self._items)]
+
+    def values(self) -> list[Any]:
+        return [i.value for i in self.items()]
+
+    def get(self, key: str) -> Item | None:
+        with self._lock:
+            return self._items.get(key)
+

@@ -3,6 +3,10 @@
 A role names the etcd prefixes it cares about; any change under them (or the periodic
 resync, or a lost watch) marks it dirty and `reconcile()` recomputes desired vs actual
 state from scratch. Level-triggered, so a restarted agent adopts what exists.
+
+Prefixes in `informed` are kept in an informer cache (`self.cache(prefix)`: one list, then
+the watch's events), so `reconcile()` reads them without going to etcd; a lost watch makes
+the cache list again once. Plain `prefixes` only wake the role.
 """
 
 from __future__ import annotations
@@ -11,10 +15,13 @@ import logging
 import threading
 import traceback
 
+from netlab.store import Informer
+
 
 class Reconciler:
     name = "role"
     prefixes: tuple[str, ...] = ()
+    informed: tuple[str, ...] = ()
     resync_seconds = 10.0
     retry_seconds = 1.0
 
@@ -24,6 +31,7 @@ class Reconciler:
         self._dirty = threading.Event()
         self._watch_ids: list[int] = []
         self._watch_broken = True
+        self._caches: dict[str, Informer] = {}
         self.thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
 
     # subclasses ------------------------------------------------------------
@@ -37,6 +45,10 @@ class Reconciler:
         """Called when the agent stops. Kernel state stays (as when a real daemon stops)."""
 
     # machinery -------------------------------------------------------------
+    def cache(self, prefix: str) -> Informer:
+        """The informer cache of one of `informed` (in sync from the first reconcile on)."""
+        return self._caches[prefix]
+
     def kick(self) -> None:
         self._dirty.set()
 
@@ -49,6 +61,11 @@ class Reconciler:
         self._dirty.set()
 
     def _ensure_watches(self) -> None:
+        for prefix in self.informed:
+            inf = self._caches.get(prefix)
+            if inf is None:
+                inf = self._caches[prefix] = Informer(self.agent.store, prefix, on_change=self._dirty.set)
+            inf.sync()  # lists again only after a lost watch
         if not self._watch_broken:
             return
         for wid in self._watch_ids:
@@ -72,6 +89,8 @@ class Reconciler:
             except Exception:  # noqa: BLE001 - a role must survive etcd restarts and races
                 self.log.error("%s failed, retrying:\n%s", self.name, traceback.format_exc())
                 self._watch_broken = True
+                for inf in self._caches.values():
+                    inf.stale = True
                 stop.wait(self.retry_seconds)
         try:
             self.shutdown()

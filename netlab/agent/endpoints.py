@@ -85,15 +85,17 @@ def build_endpoints(svc: dict, pods: list[dict], created: str | None = None) -> 
 
 class EndpointsController(Reconciler):
     name = "endpoints"
-    prefixes = (store.PODS, store.SERVICES)
+    # Our own endpoint writes come back through the cache too; a write computed from a cache
+    # that had not seen them yet loses its compare-and-swap and is redone on that event.
+    informed = (store.PODS, store.SERVICES, store.ENDPOINTS)
     resync_seconds = 10.0
 
     def reconcile(self) -> None:
         st = self.agent.store
-        pods = [i.value for i in st.list(store.PODS) if isinstance(i.value, dict)]
-        services = {i.key.removeprefix(store.SERVICES): i.value for i in st.list(store.SERVICES)
+        pods = [v for v in self.cache(store.PODS).values() if isinstance(v, dict)]
+        services = {i.key.removeprefix(store.SERVICES): i.value for i in self.cache(store.SERVICES).items()
                     if isinstance(i.value, dict)}
-        existing = {i.key.removeprefix(store.ENDPOINTS): i for i in st.list(store.ENDPOINTS)}
+        existing = {i.key.removeprefix(store.ENDPOINTS): i for i in self.cache(store.ENDPOINTS).items()}
         by_ns: dict[str, list[dict]] = {}
         for p in pods:
             by_ns.setdefault((p.get("metadata") or {}).get("namespace", "default"), []).append(p)

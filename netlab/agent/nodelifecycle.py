@@ -21,7 +21,9 @@ from netlab.api.nodes import evict
 
 class NodeLifecycleController(Reconciler):
     name = "nodelifecycle"
-    prefixes = ()  # heartbeats arrive every 2 s from every node: poll instead of waking on each
+    # Readiness is a matter of time passing, so the role also runs every second; the leases
+    # and pods it reads come from informer caches, not from a list per run.
+    informed = (store.NODE_LEASES, store.PODS)
     resync_seconds = 1.0
 
     def setup(self) -> None:
@@ -32,7 +34,7 @@ class NodeLifecycleController(Reconciler):
     def reconcile(self) -> None:
         st = self.agent.store
         now = time.monotonic()
-        for it in st.list(store.NODE_LEASES):
+        for it in self.cache(store.NODE_LEASES).items():
             node = it.key.rsplit("/", 1)[1]
             renew = float((it.value.get("spec") or {}).get("renewTime") or 0)
             if node not in self.seen or self.seen[node][0] != renew:
@@ -51,7 +53,7 @@ class NodeLifecycleController(Reconciler):
             # is more likely here (etcd, this master) than there; evicting would not help.
             self.log.warning("every worker is NotReady: not evicting (full disruption)")
             return
-        for it in st.list(store.PODS):
+        for it in self.cache(store.PODS).items():
             pod = it.value
             if pod.get("spec", {}).get("nodeName") in stale:
                 # Only if unchanged since we read it: never evict a pod rebound meanwhile.

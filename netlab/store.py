@@ -175,6 +175,12 @@ class Store:
                 for value, meta in self._call(self.client.get_prefix, prefix,
                                               sort_order="ascend", sort_target="key")]
 
+    def list_raw_with_revision(self, prefix: str) -> tuple[list["RawItem"], int]:
+        """`list_raw` in one consistent read, with the store revision it reflects."""
+        resp = self._call(self.client.get_prefix_response, prefix, sort_order="ascend", sort_target="key")
+        return ([RawItem(kv.key.decode(), kv.value.decode(), kv.mod_revision, kv.lease) for kv in resp.kvs],
+                resp.header.revision)
+
     def lease_ttl(self, lease_id: int) -> int:
         """Seconds left on an etcd lease; -1 if it expired or was revoked."""
         return self._call(self.client.get_lease_info, lease_id).TTL
@@ -373,11 +379,13 @@ class Informer:
     What client-go's informers give a controller: readers (`items()`, `get()`) never go to
     etcd, and an event costs a dict update, not a re-list. The watch starts at the list's
     revision + 1, so nothing between the two is lost. A broken watch (etcd restarted,
-    revision compacted) marks the cache stale; `sync()` then lists again.
+    revision compacted) marks the cache stale; `sync()` then lists again. With `raw=True`
+    the cache holds `RawItem`s (the stored text and its etcd lease), as `list_raw` returns.
     """
 
-    def __init__(self, st: Store, prefix: str, on_change: Callable[[], None] | None = None):
-        self.st, self.prefix, self.on_change = st, prefix, on_change
+    def __init__(self, st: Store, prefix: str, on_change: Callable[[], None] | None = None,
+                 raw: bool = False):
+        self.st, self.prefix, self.on_change, self.raw = st, prefix, on_change, raw
         self._lock = threading.Lock()
         self._items: dict[str, Item] = {}
         self.revision = 0
@@ -389,7 +397,7 @@ class Informer:
         if not self.stale:
             return
         self.stop()
-        items, rev = self.st.list_with_revision(self.prefix)
+        items, rev = (self.st.list_raw_with_revision if self.raw else self.st.list_with_revision)(self.prefix)
         with self._lock:
             self._items = {i.key: i for i in items}
             self.revision = rev
@@ -416,6 +424,8 @@ class Informer:
                 key = ev.key.decode()
                 if isinstance(ev, etcd3.events.DeleteEvent):
                     self._items.pop(key, None)
+                elif self.raw:
+                    self._items[key] = RawItem(key, ev.value.decode(), ev.mod_revision, ev.lease)
                 else:
                     try:
                         obj = json.loads(ev.value)
@@ -424,7 +434,7 @@ class Informer:
                     self._items[key] = Item(key, obj, ev.mod_revision, ev.create_revision)
                 self.revision = max(self.revision, ev.mod_revision)
 
-    def items(self) -> list[Item]:
+    def items(self) -> list[Any]:
         """Every cached item, in key order (as `Store.list` returns them)."""
         with self._lock:
             return [self._items[k] for k in sorted(self._items)]
@@ -432,7 +442,7 @@ class Informer:
     def values(self) -> list[Any]:
         return [i.value for i in self.items()]
 
-    def get(self, key: str) -> Item | None:
+    def get(self, key: str) -> Any:
         with self._lock:
             return self._items.get(key)
 

@@ -22,6 +22,7 @@ class Reconciler:
     name = "role"
     prefixes: tuple[str, ...] = ()
     informed: tuple[str, ...] = ()
+    informed_raw: tuple[str, ...] = ()  # of `informed`: cached as stored text (`RawItem`s)
     resync_seconds = 10.0
     retry_seconds = 1.0
 
@@ -64,7 +65,8 @@ class Reconciler:
         for prefix in self.informed:
             inf = self._caches.get(prefix)
             if inf is None:
-                inf = self._caches[prefix] = Informer(self.agent.store, prefix, on_change=self._dirty.set)
+                inf = self._caches[prefix] = Informer(self.agent.store, prefix, on_change=self._dirty.set,
+                                                      raw=prefix in self.informed_raw)
             inf.sync()  # lists again only after a lost watch
         if not self._watch_broken:
             return

@@ -225,7 +225,9 @@ def acquire(st: Store, config: fl.NetworkConfig, public_ip: str, value: str, ttl
 # --------------------------------------------------------------------------- the role
 class FlannelRole(Reconciler):
     name = "flannel"
-    prefixes = (store.FLANNEL_SUBNETS, store.FLANNEL_CONFIG)
+    prefixes = (store.FLANNEL_CONFIG,)
+    # Every node's lease event reaches every node: read the leases from a cache, not a list.
+    informed = informed_raw = (store.FLANNEL_SUBNETS,)
 
     def __init__(self, agent):
         super().__init__(agent)
@@ -264,10 +266,10 @@ class FlannelRole(Reconciler):
             raise RuntimeError(f"no network config at {store.FLANNEL_CONFIG} yet")
         config = fl.NetworkConfig.from_json(raw)
         value = fl.lease_value(self.node.ip, self.vtep_mac, config.vni)
-        leases = read_leases(self.store.list_raw(store.FLANNEL_SUBNETS))
+        leases = read_leases(self.cache(store.FLANNEL_SUBNETS).items())
         held = self.held
         if not self._still_held(held, leases, value):
-            held = self._acquire(config, value)
+            held = self._acquire(config, value)  # reads etcd itself: it writes by compare-and-swap
             leases = read_leases(self.store.list_raw(store.FLANNEL_SUBNETS))
         dev = vxlan_dev(config.vni)
         # This node's own devices, files and rules change only with its lease or the config;

@@ -157,8 +157,28 @@ class Flannel(_Model):
 class Services(_Model):
     cluster_ip_range: str = Field("192.1.0.0/16", alias="clusterIPRange")
     node_port_range: str = Field("30000-32767", alias="nodePortRange")
+    # LoadBalancer addresses: a range on the node network, announced by ARP (L2, as MetalLB).
+    load_balancer_pool: str = Field("172.23.100.200-172.23.100.250", alias="loadBalancerPool")
 
     _cidr = field_validator("cluster_ip_range", mode="before")(_net4)
+
+    @field_validator("load_balancer_pool", mode="before")
+    @classmethod
+    def _pool(cls, v):
+        lo, sep, hi = str(v).partition("-")
+        try:
+            a, b = ipaddress.IPv4Address(lo.strip()), ipaddress.IPv4Address(hi.strip())
+        except ValueError:
+            raise ValueError(f"'{v}' is not an address range like 172.23.100.200-172.23.100.250") from None
+        if not sep or a > b:
+            raise ValueError(f"'{v}' is not an address range like 172.23.100.200-172.23.100.250")
+        return f"{a}-{b}"
+
+    @property
+    def lb_pool(self) -> tuple[int, int]:
+        """First and last LoadBalancer address, as ints."""
+        lo, hi = self.load_balancer_pool.split("-")
+        return int(ipaddress.IPv4Address(lo)), int(ipaddress.IPv4Address(hi))
 
     @field_validator("node_port_range", mode="before")
     @classmethod
@@ -174,6 +194,25 @@ class Services(_Model):
         return int(lo), int(hi)
 
 
+class Dns(_Model):
+    """Cluster DNS: the kube-dns Service's address, the cluster domain, the Deployment's size."""
+    cluster_ip: str | None = Field(None, alias="clusterIP")  # default: the range's 10th (192.1.0.10)
+    domain: str = "cluster.local"
+    replicas: int = Field(1, ge=0, le=10)
+
+    @field_validator("cluster_ip", mode="before")
+    @classmethod
+    def _ip(cls, v):
+        return None if v is None else _ipv4(v)
+
+    @field_validator("domain")
+    @classmethod
+    def _domain(cls, v: str) -> str:
+        if not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*", v):
+            raise ValueError(f"'{v}' is not a DNS domain (like cluster.local)")
+        return v
+
+
 class Lab(_Model):
     api_version: Literal["netlab/v1"] = Field("netlab/v1", alias="apiVersion")
     kind: Literal["Lab"] = "Lab"
@@ -183,6 +222,7 @@ class Lab(_Model):
     etcd: Etcd = Field(default_factory=Etcd)
     flannel: Flannel
     services: Services = Field(default_factory=Services)
+    dns: Dns = Field(default_factory=Dns)
     # Kubernetes manifests (Deployment apps/v1, Service v1, Pod v1) applied after `up`.
     workloads: list[dict[str, Any]] = Field(default_factory=list)
     # kube-controller-manager's --node-monitor-grace-period: a node whose lease is older is
@@ -250,6 +290,23 @@ class Lab(_Model):
                 raise _PathError(path, f"{other} overlaps nodeNetwork.cidr {net}")
         if fnet.overlaps(snet):
             raise _PathError("services.clusterIPRange", f"{snet} overlaps flannel.Network {fnet}")
+        lo, hi = self.services.lb_pool
+        for a in (lo, hi):
+            if ipaddress.IPv4Address(a) not in net or a in (int(net.network_address), int(net.broadcast_address)):
+                raise _PathError("services.loadBalancerPool",
+                                 f"{self.services.load_balancer_pool} is not inside nodeNetwork.cidr {net}")
+        for i, n in enumerate(self.nodes):
+            if lo <= int(ipaddress.IPv4Address(n.ip)) <= hi:
+                raise _PathError("services.loadBalancerPool", f"holds {n.ip}, the address of nodes[{i}]")
+        if lo <= int(ipaddress.IPv4Address(self.node_network.gateway)) <= hi:
+            raise _PathError("services.loadBalancerPool", f"holds the gateway {self.node_network.gateway}")
+        if self.dns.cluster_ip is not None:
+            dip = ipaddress.IPv4Address(self.dns.cluster_ip)
+            if dip not in snet or dip in (snet.network_address, snet.network_address + 1, snet.broadcast_address):
+                raise _PathError("dns.clusterIP", f"{dip} is not an allocatable address of "
+                                                  f"services.clusterIPRange {snet}")
+        elif self.dns.replicas and snet.num_addresses < 12:
+            raise _PathError("dns.clusterIP", f"required: services.clusterIPRange {snet} has no 10th address")
         slen = self.flannel.subnet_len or (24 if fnet.prefixlen < 24 else fnet.prefixlen + 2)
         if slen <= fnet.prefixlen:
             raise _PathError("flannel.SubnetLen", f"{slen} must be longer than the network's /{fnet.prefixlen}")
@@ -297,6 +354,13 @@ class Lab(_Model):
     @property
     def etcd_node(self) -> Node:
         return self.node(self.etcd.node) if self.etcd.node else self.master
+
+    @property
+    def dns_ip(self) -> str:
+        """kube-dns's cluster IP: dns.clusterIP, or the service range's 10th address (kubeadm's)."""
+        if self.dns.cluster_ip:
+            return self.dns.cluster_ip
+        return str(ipaddress.IPv4Network(self.services.cluster_ip_range).network_address + 10)
 
     @property
     def etcd_endpoint(self) -> str:

@@ -33,6 +33,8 @@ ENDPOINTS = "/registry/services/endpoints/"
 DEPLOYMENTS = "/registry/deployments/"
 ALLOC_CLUSTER_IP = "/registry/ranges/serviceips/"
 ALLOC_NODE_PORT = "/registry/ranges/servicenodeports/"
+ALLOC_LB_IP = "/registry/ranges/loadbalancerips/"  # netlab's: one key per allocated LB address
+LB_LEADERS = "/registry/netlab/lb/"  # per LB address: the announcing node, under a short lease
 PROXY_STATUS = "/registry/netlab/proxy/"  # per node: revision the node's rules reflect
 
 

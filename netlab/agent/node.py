@@ -1,6 +1,7 @@
 """The agent process of one node: registers the node, heartbeats, and runs its roles.
 
-Roles by node: flannel on the lab's flannel nodes; kubelet and proxy on workers;
+Roles by node: flannel on the lab's flannel nodes; kubelet, proxy and the LoadBalancer
+speaker on workers;
 controllers on the master. The node's Lease object (renewed every HEARTBEAT seconds) is
 what `netlab get nodes` reads as Ready/NotReady.
 """
@@ -18,6 +19,7 @@ from netlab import labfile, store
 from netlab.agent.controllers import ControllersRole
 from netlab.agent.flannel import FlannelRole
 from netlab.agent.kubelet import KubeletRole
+from netlab.agent.lb import LoadBalancerRole
 from netlab.agent.proxy import ProxyRole
 from netlab.labfile import Lab
 from netlab.store import Store
@@ -77,7 +79,7 @@ class Agent:
         if self.node.name in [n.name for n in self.lab.flannel_nodes()]:
             roles.append(FlannelRole(self))
         if self.node.role == "worker":
-            roles += [KubeletRole(self), ProxyRole(self)]
+            roles += [KubeletRole(self), ProxyRole(self), LoadBalancerRole(self)]
         else:
             roles.append(ControllersRole(self))
         return roles

@@ -51,12 +51,22 @@ Input = tuple[tuple[ServicePort, tuple[Endpoint, ...]], ...]  # one service's pr
 
 
 # --------------------------------------------------------------------------- pure parts
-def service_ports(svc: dict, ep: dict | None) -> Input:
-    """One Service (+ its Endpoints) as proxy input: a ServicePort and its endpoints per port."""
+def service_ports(svc: dict, ep: dict | None, node: str = "", cluster_cidr: str = "") -> Input:
+    """One Service (+ its Endpoints) as proxy input: a ServicePort and its endpoints per port.
+
+    Headless services (clusterIP: None) have none: DNS alone answers for them."""
     meta, spec = svc["metadata"], svc["spec"]
     ip = spec.get("clusterIP")
     if not ip or ip == "None":
         return ()
+    lb = None
+    if spec.get("type") == "LoadBalancer":
+        for ing in ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []:
+            lb = lb or ing.get("ip")
+    ext_local = spec.get("type") in ("NodePort", "LoadBalancer") and spec.get("externalTrafficPolicy") == "Local"
+    extra = dict(lb_ip=lb, source_ranges=tuple(spec.get("loadBalancerSourceRanges") or ()) if lb else (),
+                 external_local=ext_local, internal_local=spec.get("internalTrafficPolicy") == "Local",
+                 cluster_cidr=cluster_cidr if ext_local else "")
     out = []
     for p in spec.get("ports") or []:
         pname, proto = p.get("name") or "", p.get("protocol") or "TCP"
@@ -65,9 +75,10 @@ def service_ports(svc: dict, ep: dict | None) -> Input:
             # kube-proxy pairs a service port with the endpoint port of the same name.
             for epp in subset.get("ports") or []:
                 if (epp.get("name") or "") == pname and (epp.get("protocol") or "TCP") == proto:
-                    eps.update(Endpoint(a["ip"], int(epp["port"])) for a in subset.get("addresses") or [])
+                    eps.update(Endpoint(a["ip"], int(epp["port"]), bool(node) and a.get("nodeName") == node)
+                               for a in subset.get("addresses") or [])
         sp = ServicePort(meta.get("namespace", "default"), meta["name"], pname, proto, ip, int(p["port"]),
-                         int(p["nodePort"]) if p.get("nodePort") else None)
+                         int(p["nodePort"]) if p.get("nodePort") else None, **extra)
         out.append((sp, tuple(sorted(eps, key=lambda e: (e.ip, e.port)))))
     return tuple(out)
 
@@ -289,6 +300,9 @@ class ProxyRole(Reconciler):
     def __init__(self, agent):
         super().__init__(agent)
         self.node = agent.node.name
+        self.cluster_cidr = agent.lab.flannel.network
+        self.health = HealthChecks(self.log)
+        self.health.count = self._local_count
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[int, Any]] = {}  # key -> (mod_revision, object)
         self._list_rev = 0  # revision of the last full read; older events are in it
@@ -357,7 +371,8 @@ class ProxyRole(Reconciler):
                 out[(ns, name)] = None
                 continue
             try:
-                out[(ns, name)] = service_ports(svc[1], ep[1] if ep and isinstance(ep[1], dict) else None)
+                out[(ns, name)] = service_ports(svc[1], ep[1] if ep and isinstance(ep[1], dict) else None,
+                                                self.node, self.cluster_cidr)
             except (KeyError, TypeError, ValueError) as e:
                 self.log.warning("service %s/%s is malformed, skipped: %r", ns, name, e)
                 out[(ns, name)] = None
@@ -386,7 +401,17 @@ class ProxyRole(Reconciler):
                     inputs = self._inputs(None)
                     rev = self._cache_rev
                 self._full_sync(inputs, rev)
+        with self._lock:
+            self.health.sync(health_checks(self._cache))
         self._report(rev)
+
+    def _local_count(self, ns: str, name: str) -> int:
+        with self._lock:
+            ep = self._cache.get(f"{store.ENDPOINTS}{ns}/{name}")
+        return local_endpoints(ep[1] if ep and isinstance(ep[1], dict) else None, self.node)
+
+    def shutdown(self) -> None:
+        self.health.sync({})
 
     def _full_sync(self, inputs: dict[SvcKey, Input | None], rev: int) -> None:
         t0 = time.perf_counter()
@@ -477,6 +502,80 @@ class ProxyRole(Reconciler):
             "syncedAt": store.now_rfc3339(), "lastSync": self.last_sync,
         })
         self._reported = state
+
+
+# --------------------------------------------------------------------------- health checks
+def health_checks(cache: dict[str, tuple[int, Any]], node: str | None = None) -> dict[int, tuple[str, str]]:
+    """healthCheckNodePort -> (namespace, name) of the Local LoadBalancer services (pure)."""
+    out = {}
+    for k, (_, svc) in cache.items():
+        if k.startswith(store.SERVICES) and isinstance(svc, dict):
+            spec = svc.get("spec") or {}
+            if spec.get("healthCheckNodePort") and spec.get("externalTrafficPolicy") == "Local":
+                out[int(spec["healthCheckNodePort"])] = (svc["metadata"]["namespace"], svc["metadata"]["name"])
+    return out
+
+
+def local_endpoints(ep: dict | None, node: str) -> int:
+    """Ready endpoint addresses of a service on this node (kube-proxy counts them per service)."""
+    return len({a["ip"] for s in (ep or {}).get("subsets") or [] for a in s.get("addresses") or []
+                if a.get("nodeName") == node})
+
+
+def health_body(namespace: str, name: str, local: int) -> tuple[int, dict]:
+    """kube-proxy's healthcheck answer: 200 with local endpoints, 503 without."""
+    return (200 if local else 503), {"service": {"namespace": namespace, "name": name},
+                                     "localEndpoints": local, "serviceProxyHealthy": True}
+
+
+class HealthChecks:
+    """One HTTP listener per healthCheckNodePort on this node (kube-proxy's service health
+    server), answering from the proxy's cache for the cloud's (here: anyone's) checks."""
+
+    def __init__(self, log):
+        self.log = log
+        self.servers: dict[int, Any] = {}
+        self.count = lambda ns, name: 0  # set by the role: local endpoints from its cache
+
+    def sync(self, want: dict[int, tuple[str, str]]) -> None:
+        import http.server
+        import json as _json
+
+        for port in set(self.servers) - set(want):
+            srv = self.servers.pop(port)
+            srv.shutdown()
+            srv.server_close()
+        for port, (ns, name) in want.items():
+            srv = self.servers.get(port)
+            if srv is not None:
+                srv.target = (ns, name)
+                continue
+            outer = self
+
+            class Handler(http.server.BaseHTTPRequestHandler):
+                def do_GET(self):  # noqa: N802 - http.server's name
+                    code, body = health_body(*self.server.target, outer.count(*self.server.target))
+                    data = _json.dumps(body).encode() + b"\n"
+                    self.send_response(code)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("X-Content-Type-Options", "nosniff")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+
+                def log_message(self, *a):
+                    pass
+
+            try:
+                srv = http.server.ThreadingHTTPServer(("0.0.0.0", port), Handler)
+            except OSError as e:
+                self.log.warning("healthCheckNodePort %d for %s/%s: %s", port, ns, name, e)
+                continue
+            srv.daemon_threads = True
+            srv.target = (ns, name)
+            threading.Thread(target=srv.serve_forever, name=f"health-{port}", daemon=True).start()
+            self.servers[port] = srv
+            self.log.info("healthCheckNodePort %d serves %s/%s", port, ns, name)
 
 
 def _svc_key(k: str) -> SvcKey | None:

@@ -315,7 +315,14 @@ def _svc_fill(desired: dict, cur: dict) -> dict:
     cspec = cur["spec"]
     if not spec.get("clusterIP"):
         spec["clusterIP"] = cspec.get("clusterIP")
-    if spec.get("type") == "NodePort":
+    if spec.get("type") == "LoadBalancer" and cspec.get("type") == "LoadBalancer":
+        ip = services.lb_ip(cur)
+        if ip and not spec.get("loadBalancerIP"):
+            spec["loadBalancerIP"] = ip  # keep the address the service already has
+        if cspec.get("healthCheckNodePort") and spec.get("externalTrafficPolicy") == "Local" \
+                and not spec.get("healthCheckNodePort"):
+            spec["healthCheckNodePort"] = cspec["healthCheckNodePort"]
+    if spec.get("type") in ("NodePort", "LoadBalancer"):
         cports = {(p.get("port"), p.get("protocol")): p for p in cspec.get("ports", [])}
         for p in spec.get("ports", []):
             c = cports.get((p.get("port"), p.get("protocol")))
@@ -324,7 +331,8 @@ def _svc_fill(desired: dict, cur: dict) -> dict:
     return spec
 
 
-_SVC_COMPARED = ("type", "clusterIP", "selector", "ports", "sessionAffinity", "externalTrafficPolicy")
+_SVC_COMPARED = ("type", "clusterIP", "selector", "ports", "sessionAffinity", "externalTrafficPolicy",
+                 "internalTrafficPolicy", "loadBalancerSourceRanges", "healthCheckNodePort")
 
 
 def _svc_same(cur: dict, desired: dict) -> bool:
@@ -345,6 +353,8 @@ def _svc_check(st: Store, lab, doc: Doc, cur: dict | None) -> None:
     for i, p in enumerate(spec["ports"]):
         if p.get("nodePort"):
             wanted.append((f"spec.ports[{i}].nodePort", services.port_key(p["nodePort"]), p["nodePort"]))
+    if spec.get("loadBalancerIP") and not (cur and services.lb_ip(cur) == spec["loadBalancerIP"]):
+        wanted.append(("spec.loadBalancerIP", services.lb_key(spec["loadBalancerIP"]), spec["loadBalancerIP"]))
     for fld, k, val in wanted:
         item = st.get(k)
         holder = item.value.get("service") if item and isinstance(item.value, dict) else None

@@ -1,9 +1,11 @@
 """Services (v1): the API server's side of a Service object.
 
-Owns validation and defaulting of Kubernetes v1 Service objects (types ClusterIP and
-NodePort), allocation of cluster IPs (from `services.clusterIPRange`, first address
-reserved as Kubernetes reserves it for the `kubernetes` service) and node ports (from
-`services.nodePortRange`) with etcd transactions, create/delete under
+Owns validation and defaulting of Kubernetes v1 Service objects (types ClusterIP, NodePort
+and LoadBalancer; headless ClusterIP services with clusterIP: None), allocation of cluster
+IPs (from `services.clusterIPRange`, first address reserved as Kubernetes reserves it for
+the `kubernetes` service), node ports (from `services.nodePortRange`, including a Local
+LoadBalancer's healthCheckNodePort) and LoadBalancer addresses (from
+`services.loadBalancerPool`, shown in status.loadBalancer.ingress) with etcd transactions, create/delete under
 /registry/services/specs/<ns>/<name>, `expose` (a Service built from a pod's or a
 deployment's labels), waiting until every worker's proxy reports a revision at least that
 of the write, and and reading Services and Endpoints back with their resourceVersion. `SPEC` is the one table of
@@ -11,7 +13,8 @@ the Service fields netlab honours (netlab.api.manifests checks manifests against
 
 Allocation never reads then writes: one transaction creates the Service key, the cluster
 IP's key under /registry/ranges/serviceips/ and each node port's key under
-/registry/ranges/servicenodeports/ only if none of them exists. A random candidate that
+/registry/ranges/servicenodeports/ (and the LB address's under
+/registry/ranges/loadbalancerips/) only if none of them exists. A random candidate that
 lost a race is simply replaced by another one; a value the user asked for that is taken is
 a UsageError naming the field, and nothing is written.
 """
@@ -30,17 +33,23 @@ from netlab.errors import NetlabError, NotFound, UsageError
 from netlab.labfile import Lab
 from netlab.store import Store
 
-TYPES = ("ClusterIP", "NodePort")
+TYPES = ("ClusterIP", "NodePort", "LoadBalancer")
+POLICIES = ("Cluster", "Local")
 PROTOCOLS = ("TCP", "UDP")
 # The Service spec fields netlab honours, with their types (netlab.api.manifests' notation:
 # a type name, a one-element list for a list, ("map", type) for free-form keys). The one
 # table: manifests check against it, normalise() refuses any other field.
 SPEC: dict[str, object] = {
-    "type": "string",  # ClusterIP or NodePort
-    "clusterIP": "string",
+    "type": "string",  # ClusterIP, NodePort or LoadBalancer
+    "clusterIP": "string",  # or None: headless
     "clusterIPs": ["string"],  # at most one, the clusterIP
     "sessionAffinity": "string",  # None only
-    "externalTrafficPolicy": "string",  # Cluster only
+    "externalTrafficPolicy": "string",  # Cluster or Local (NodePort, LoadBalancer)
+    "internalTrafficPolicy": "string",  # Cluster or Local
+    "loadBalancerIP": "string",
+    "loadBalancerSourceRanges": ["string"],
+    "healthCheckNodePort": "integer",
+    "allocateLoadBalancerNodePorts": "boolean",  # true only
     "selector": ("map", "string"),
     "ports": [{"name": "string", "protocol": "string", "port": "integer",
                "targetPort": "integer or string", "nodePort": "integer"}],
@@ -68,11 +77,31 @@ def port_key(port: int) -> str:
     return f"{store.ALLOC_NODE_PORT}{port}"
 
 
+def lb_key(ip: str) -> str:
+    return f"{store.ALLOC_LB_IP}{ip}"
+
+
 # --------------------------------------------------------------------------- ranges
 def cluster_ip_pool(lab: Lab) -> tuple[int, int]:
     """First and last allocatable address (as ints): network, first host and broadcast excluded."""
     net = ipaddress.IPv4Network(lab.services.cluster_ip_range)
     return int(net.network_address) + 2, int(net.broadcast_address) - 1
+
+
+def lb_pool(lab: Lab) -> tuple[int, int]:
+    return lab.services.lb_pool
+
+
+def check_lb_ip(value: Any, lab: Lab, field: str = "spec.loadBalancerIP") -> str:
+    try:
+        ip = ipaddress.IPv4Address(str(value))
+    except ValueError:
+        raise FieldError(field, f"'{value}' is not an IPv4 address") from None
+    lo, hi = lb_pool(lab)
+    if not lo <= int(ip) <= hi:
+        raise FieldError(field, f"{ip} is not inside services.loadBalancerPool "
+                                f"{lab.services.load_balancer_pool}")
+    return str(ip)
 
 
 def reserved_ip(lab: Lab) -> str:
@@ -99,7 +128,7 @@ def check_port_name(value: Any, field: str) -> str:
 
 def check_cluster_ip(value: str, lab: Lab, field: str = "spec.clusterIP") -> str:
     if value == "None":
-        raise FieldError(field, "headless services (clusterIP: None) are not supported")
+        return "None"
     try:
         ip = ipaddress.IPv4Address(value)
     except ValueError:
@@ -146,16 +175,49 @@ def normalise(doc: Any, lab: Lab) -> dict:
             raise FieldError(f"spec.{k}", "unknown or unsupported field")
     typ = spec.get("type") or "ClusterIP"
     if typ not in TYPES:
-        raise FieldError("spec.type", f"{typ!r} is not supported (ClusterIP or NodePort)")
+        raise FieldError("spec.type", f"{typ!r} is not supported (ClusterIP, NodePort or LoadBalancer)")
     if spec.get("sessionAffinity", "None") != "None":
         raise FieldError("spec.sessionAffinity", "only None is supported")
-    if spec.get("externalTrafficPolicy", "Cluster") != "Cluster":
-        raise FieldError("spec.externalTrafficPolicy", "only Cluster is supported")
+    external = typ in ("NodePort", "LoadBalancer")
+    etp = spec.get("externalTrafficPolicy") or "Cluster"
+    if etp not in POLICIES:
+        raise FieldError("spec.externalTrafficPolicy", f"{etp!r} is not Cluster or Local")
+    if etp != "Cluster" and not external:
+        raise FieldError("spec.externalTrafficPolicy", "may only be set for type NodePort or LoadBalancer")
+    itp = spec.get("internalTrafficPolicy") or "Cluster"
+    if itp not in POLICIES:
+        raise FieldError("spec.internalTrafficPolicy", f"{itp!r} is not Cluster or Local")
+    if spec.get("allocateLoadBalancerNodePorts", True) is not True:
+        raise FieldError("spec.allocateLoadBalancerNodePorts", "only true is supported")
+    lb_ip = spec.get("loadBalancerIP") or None
+    ranges = spec.get("loadBalancerSourceRanges") or []
+    hc = spec.get("healthCheckNodePort") or None
+    if typ != "LoadBalancer":
+        for f, v in (("loadBalancerIP", lb_ip), ("loadBalancerSourceRanges", ranges)):
+            if v:
+                raise FieldError(f"spec.{f}", "may only be set when spec.type is LoadBalancer")
+    if lb_ip is not None:
+        lb_ip = check_lb_ip(lb_ip, lab)
+    if not isinstance(ranges, list):
+        raise FieldError("spec.loadBalancerSourceRanges", "must be a list of CIDRs")
+    cidrs = []
+    for i, r in enumerate(ranges):
+        try:
+            cidrs.append(str(ipaddress.IPv4Network(str(r).strip(), strict=False)))
+        except ValueError:
+            raise FieldError(f"spec.loadBalancerSourceRanges[{i}]", f"'{r}' is not an IPv4 CIDR") from None
+    if hc is not None:
+        if typ != "LoadBalancer" or etp != "Local":
+            raise FieldError("spec.healthCheckNodePort", "may only be set for type LoadBalancer with "
+                                                         "externalTrafficPolicy Local")
+        hc = check_node_port(hc, lab, "spec.healthCheckNodePort")
     selector = check_labels(spec.get("selector"), "spec.selector")
 
     cluster_ip = spec.get("clusterIP") or None
     if cluster_ip is not None:
         cluster_ip = check_cluster_ip(str(cluster_ip), lab)
+    if cluster_ip == "None" and typ != "ClusterIP":
+        raise FieldError("spec.clusterIP", "None (headless) is only allowed for type ClusterIP")
     ips = spec.get("clusterIPs")
     if ips is not None and (not isinstance(ips, list) or (ips and ips[:1] != [cluster_ip] or len(ips) > 1)):
         raise FieldError("spec.clusterIPs", "must be empty or hold exactly spec.clusterIP")
@@ -205,14 +267,16 @@ def normalise(doc: Any, lab: Lab) -> dict:
         out["targetPort"] = tp
         np_ = p.get("nodePort")
         if np_ not in (None, 0):
-            if typ != "NodePort":
-                raise FieldError(f"{f}.nodePort", "may only be set when spec.type is NodePort")
+            if not external:
+                raise FieldError(f"{f}.nodePort", "may only be set when spec.type is NodePort or LoadBalancer")
             np_ = check_node_port(np_, lab, f"{f}.nodePort")
             if np_ in seen_node_ports:
                 raise FieldError(f"{f}.nodePort", f"{np_} is used by another port of this service")
             seen_node_ports.add(np_)
             out["nodePort"] = np_
         ports.append(out)
+    if hc is not None and hc in seen_node_ports:
+        raise FieldError("spec.healthCheckNodePort", f"{hc} is a node port of this service")
 
     meta_out: dict[str, Any] = {"name": name, "namespace": ns}
     if labels:
@@ -226,8 +290,17 @@ def normalise(doc: Any, lab: Lab) -> dict:
     if selector:
         spec_out["selector"] = selector
     spec_out.update(clusterIP=cluster_ip, sessionAffinity="None")
-    if typ == "NodePort":
-        spec_out["externalTrafficPolicy"] = "Cluster"
+    if external:
+        spec_out["externalTrafficPolicy"] = etp
+    spec_out["internalTrafficPolicy"] = itp
+    if typ == "LoadBalancer":
+        spec_out["allocateLoadBalancerNodePorts"] = True
+        if lb_ip:
+            spec_out["loadBalancerIP"] = lb_ip
+        if cidrs:
+            spec_out["loadBalancerSourceRanges"] = cidrs
+        if hc:
+            spec_out["healthCheckNodePort"] = hc
     return {"apiVersion": "v1", "kind": "Service", "metadata": meta_out, "spec": spec_out,
             "status": {"loadBalancer": {}}}
 
@@ -256,6 +329,18 @@ def _pick_ip(lab: Lab, taken: set[str], rng: random.Random) -> str:
             return ip
 
 
+def _pick_lb(lab: Lab, taken: set[str]) -> str:
+    # The lowest free address, as MetalLB hands them out: predictable for a person reading
+    # `get svc` (the pool is small; the transaction still decides).
+    lo, hi = lb_pool(lab)
+    for i in range(lo, hi + 1):
+        ip = str(ipaddress.IPv4Address(i))
+        if ip not in taken:
+            return ip
+    raise NetlabError(f"no free LoadBalancer address left in services.loadBalancerPool "
+                      f"{lab.services.load_balancer_pool}")
+
+
 def _pick_port(lab: Lab, taken: set[str], rng: random.Random) -> int:
     lo, hi = lab.services.node_ports
     free = [p for p in range(lo, hi + 1) if str(p) not in taken]
@@ -281,26 +366,48 @@ def create(st: Store, lab: Lab, doc: Any, rng: random.Random | None = None) -> t
     meta["uid"] = str(uuid.uuid4())
     meta["creationTimestamp"] = store.now_rfc3339()
     fixed_ip = spec["clusterIP"]
-    want_np = [i for i, p in enumerate(spec["ports"]) if spec["type"] == "NodePort" and "nodePort" not in p]
+    headless = fixed_ip == "None"
+    is_lb = spec["type"] == "LoadBalancer"
+    want_np = [i for i, p in enumerate(spec["ports"])
+               if spec["type"] in ("NodePort", "LoadBalancer") and "nodePort" not in p]
+    fixed_lb = spec.get("loadBalancerIP")
+    want_hc = is_lb and spec.get("externalTrafficPolicy") == "Local" and not spec.get("healthCheckNodePort")
     taken_ips: set[str] | None = None
     taken_ports: set[str] | None = None
+    taken_lbs: set[str] | None = None
     for _ in range(ALLOC_TRIES):
         if fixed_ip is None:
             taken_ips = taken_ips if taken_ips is not None else _taken(st, store.ALLOC_CLUSTER_IP)
             spec["clusterIP"] = _pick_ip(lab, taken_ips, rng)
-        if want_np:
+        chosen: set[str] = set()
+        if want_np or want_hc:
             taken_ports = taken_ports if taken_ports is not None else _taken(st, store.ALLOC_NODE_PORT)
-            chosen: set[str] = set()
             for i in want_np:
                 p = _pick_port(lab, taken_ports | chosen, rng)
                 spec["ports"][i]["nodePort"] = p
                 chosen.add(str(p))
+        if want_hc:
+            spec["healthCheckNodePort"] = _pick_port(lab, taken_ports | chosen, rng)
+        lb_ip = None
+        if is_lb:
+            if fixed_lb:
+                lb_ip = fixed_lb
+            else:
+                taken_lbs = taken_lbs if taken_lbs is not None else _taken(st, store.ALLOC_LB_IP)
+                lb_ip = _pick_lb(lab, taken_lbs)
+            svc["status"] = {"loadBalancer": {"ingress": [{"ip": lb_ip, "ipMode": "VIP"}]}}
         spec["clusterIPs"] = [spec["clusterIP"]]
         owner = _owner(svc)
-        keys = {skey: svc, ip_key(spec["clusterIP"]): owner}
+        keys = {skey: svc}
+        if not headless:
+            keys[ip_key(spec["clusterIP"])] = owner
         for p in spec["ports"]:
             if "nodePort" in p:
                 keys[port_key(p["nodePort"])] = owner
+        if spec.get("healthCheckNodePort"):
+            keys[port_key(spec["healthCheckNodePort"])] = owner
+        if lb_ip:
+            keys[lb_key(lb_ip)] = owner
         # The endpoints key is deleted too: a leftover must not pass for this service's.
         ok, rev, existing = st.create_all(keys, delete=[endpoints_key(ns, name)])
         if ok:
@@ -308,6 +415,17 @@ def create(st: Store, lab: Lab, doc: Any, rng: random.Random | None = None) -> t
         if skey in existing:
             raise FieldError("metadata.name", f'services "{name}" already exists in namespace {ns}')
         ikey = ip_key(spec["clusterIP"])
+        if lb_ip and lb_key(lb_ip) in existing:
+            if fixed_lb:
+                raise FieldError("spec.loadBalancerIP", f"{fixed_lb} is already allocated to "
+                                                        f"{_holder(existing[lb_key(lb_ip)])}")
+            taken_lbs = (taken_lbs or set()) | {lb_ip}
+        hk = port_key(spec.get("healthCheckNodePort") or 0)
+        if hk in existing:
+            if not want_hc:
+                raise FieldError("spec.healthCheckNodePort", f"{spec['healthCheckNodePort']} is already "
+                                                             f"allocated to {_holder(existing[hk])}")
+            taken_ports = (taken_ports or set()) | {str(spec["healthCheckNodePort"])}
         if ikey in existing:
             if fixed_ip is not None:
                 raise FieldError("spec.clusterIP", f"{fixed_ip} is already allocated to "
@@ -320,12 +438,31 @@ def create(st: Store, lab: Lab, doc: Any, rng: random.Random | None = None) -> t
                     raise FieldError(f"spec.ports[{i}].nodePort", f"{p['nodePort']} is already allocated "
                                                                   f"to {_holder(existing[pk])}")
                 taken_ports = (taken_ports or set()) | {str(p["nodePort"])}
-    raise NetlabError(f"could not allocate a cluster IP / node port for {ns}/{name} after "
+    raise NetlabError(f"could not allocate a cluster IP / node port / LB address for {ns}/{name} after "
                       f"{ALLOC_TRIES} tries (the ranges are nearly full or heavily contended)")
 
 
 def _holder(value: Any) -> str:
     return value.get("service", "another service") if isinstance(value, dict) else "another service"
+
+
+def lb_ip(svc: dict) -> str | None:
+    """The LoadBalancer address of a Service (status.loadBalancer.ingress), if any."""
+    for ing in ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []:
+        if ing.get("ip"):
+            return ing["ip"]
+    return None
+
+
+def allocation_keys(svc: dict) -> list[str]:
+    spec = svc["spec"]
+    keys = [] if spec.get("clusterIP") in (None, "None") else [ip_key(spec["clusterIP"])]
+    keys += [port_key(p["nodePort"]) for p in spec["ports"] if p.get("nodePort")]
+    if spec.get("healthCheckNodePort"):
+        keys.append(port_key(spec["healthCheckNodePort"]))
+    if lb_ip(svc):
+        keys.append(lb_key(lb_ip(svc)))
+    return keys
 
 
 def delete(st: Store, namespace: str, name: str) -> tuple[dict, int]:
@@ -335,8 +472,7 @@ def delete(st: Store, namespace: str, name: str) -> tuple[dict, int]:
         if item is None:
             raise NotFound(f'services "{name}" not found in namespace {namespace}')
         svc = item.value
-        keys = [ip_key(svc["spec"]["clusterIP"])] + [port_key(p["nodePort"]) for p in svc["spec"]["ports"]
-                                                     if p.get("nodePort")]
+        keys = allocation_keys(svc)
         ok, rev = st.delete_all_if(key(namespace, name), item.mod_revision,
                                    [*keys, endpoints_key(namespace, name)])
         if ok:

@@ -104,6 +104,13 @@ def ports_column(svc: dict) -> str:
     return ",".join(out)
 
 
+def external_column(svc: dict) -> str:
+    """kubectl's EXTERNAL-IP: a LoadBalancer's ingress addresses (<pending> before one is given)."""
+    ing = [i.get("ip") for i in ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+           if i.get("ip")]
+    return ",".join(ing) or ("<pending>" if svc["spec"].get("type") == "LoadBalancer" else "<none>")
+
+
 def selector_column(svc: dict) -> str:
     sel = svc["spec"].get("selector") or {}
     return ",".join(f"{k}={v}" for k, v in sorted(sel.items())) or "<none>"
@@ -111,7 +118,7 @@ def selector_column(svc: dict) -> str:
 
 def service_row(svc: dict, wide: bool = False) -> list:
     row = [svc["metadata"]["name"], svc["spec"]["type"], svc["spec"].get("clusterIP") or "<none>",
-           "<none>", ports_column(svc), age(svc["metadata"].get("creationTimestamp"))]
+           external_column(svc), ports_column(svc), age(svc["metadata"].get("creationTimestamp"))]
     if wide:
         row.append(selector_column(svc))
     return row

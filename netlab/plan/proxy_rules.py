@@ -6,6 +6,16 @@ evaluator (`trace`) to check where a packet would be DNATed without touching a k
 Applying the text (iptables-legacy-restore --noflush) and the built-in-chain jumps (`JUMPS`)
 is the caller's job; nothing here runs a subprocess.
 
+Services that kube-proxy routes through a KUBE-EXT-* chain (a LoadBalancer address, or
+externalTrafficPolicy: Local) get the newer kube-proxy layout for their external traffic:
+KUBE-EXT-* (masquerade + any endpoint for Cluster; pod/LOCAL traffic to the service, the
+rest to KUBE-SVL-* local endpoints with the source kept, for Local), KUBE-FW-* for
+loadBalancerSourceRanges, KUBE-SVL-* for internalTrafficPolicy: Local. ClusterIP and
+Cluster-policy NodePort services keep the seed's (v1.17) chains byte for byte. Where kube-
+proxy drops in its own filter chains (KUBE-PROXY-FIREWALL, no local endpoints), the drops
+go into filter KUBE-SERVICES, which the seed's jumps already reach from INPUT, FORWARD and
+OUTPUT for new connections: same effect, no new jump in a built-in chain.
+
 Rule lines are written in the canonical order `iptables-save` prints them (-s/-d/-p first,
 then matches in insertion order) so the output can be compared with `iptables -S` verbatim.
 """
@@ -16,17 +26,17 @@ import hashlib
 import ipaddress
 import re
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 __all__ = [
     "ServicePort", "Endpoint", "RuleSet", "JUMPS", "OWNED_PREFIXES",
-    "svc_chain", "sep_chain", "generate", "parse_restore", "dangling_jumps", "trace",
+    "svc_chain", "sep_chain", "ext_chain", "fw_chain", "svl_chain", "generate", "parse_restore", "dangling_jumps", "trace",
 ]
 
 MARK_MASQ = "KUBE-MARK-MASQ"
 # Only these per-service chains are ours to garbage-collect; everything else is left alone.
-OWNED_PREFIXES = ("KUBE-SVC-", "KUBE-SEP-")
+OWNED_PREFIXES = ("KUBE-SVC-", "KUBE-SEP-", "KUBE-EXT-", "KUBE-FW-", "KUBE-SVL-")
 _PROTOCOLS = {"TCP": "tcp", "UDP": "udp"}
 
 # (table, built-in chain, rule args) that must exist exactly once. They are not in the restore
@@ -61,6 +71,16 @@ class ServicePort:
     cluster_ip: str
     port: int
     node_port: int | None = None
+    lb_ip: str | None = None  # status.loadBalancer.ingress[0].ip
+    source_ranges: tuple[str, ...] = ()  # loadBalancerSourceRanges
+    external_local: bool = False  # externalTrafficPolicy: Local
+    internal_local: bool = False  # internalTrafficPolicy: Local
+    cluster_cidr: str = ""  # pod network: its traffic to an external address is not "external"
+
+    @property
+    def uses_ext(self) -> bool:
+        """Routed through KUBE-EXT-* (kube-proxy >= 1.24); the seed's NodePorts are not."""
+        return bool(self.lb_ip) or self.external_local
 
     @property
     def service_port_name(self) -> str:
@@ -72,6 +92,9 @@ class ServicePort:
 class Endpoint:
     ip: str
     port: int
+    # On this node (EndpointAddress.nodeName): what the *-Local policies pick. Not part of
+    # the identity: an endpoint's address is tied to its node's pod subnet.
+    local: bool = field(default=False, compare=False)
 
 
 _B32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"  # base32.StdEncoding alphabet
@@ -91,6 +114,18 @@ def svc_chain(spn: str, protocol: str) -> str:
     # servicePortChainName: sha256(spn + lowercase protocol), base32, 16 chars (chain names
     # are limited to 28 chars). Verified against real chain names in the seed listing.
     return "KUBE-SVC-" + _hash16(spn + protocol.lower())
+
+
+def ext_chain(spn: str, protocol: str) -> str:
+    return "KUBE-EXT-" + _hash16(spn + protocol.lower())
+
+
+def fw_chain(spn: str, protocol: str) -> str:
+    return "KUBE-FW-" + _hash16(spn + protocol.lower())
+
+
+def svl_chain(spn: str, protocol: str) -> str:
+    return "KUBE-SVL-" + _hash16(spn + protocol.lower())
 
 
 def sep_chain(spn: str, protocol: str, ep: Endpoint) -> str:
@@ -169,21 +204,83 @@ def generate(
             # No endpoints: reject in filter instead of letting the SYN go unanswered.
             filt.append(f'-A KUBE-SERVICES -d {sp.cluster_ip}/32 -p {p} -m comment --comment "{spn} has no endpoints" '
                         f"-m {p} --dport {sp.port} -j REJECT --reject-with icmp-port-unreachable")
+            if sp.lb_ip:
+                filt.append(f'-A KUBE-SERVICES -d {sp.lb_ip}/32 -p {p} -m comment --comment "{spn} has no endpoints" '
+                            f"-m {p} --dport {sp.port} -j REJECT --reject-with icmp-port-unreachable")
             if sp.node_port:
                 filt.append(f'-A KUBE-EXTERNAL-SERVICES -p {p} -m comment --comment "{spn} has no endpoints" '
                             f"-m addrtype --dst-type LOCAL -m {p} --dport {sp.node_port} "
                             "-j REJECT --reject-with icmp-port-unreachable")
             continue  # no KUBE-SVC chain: a leftover one from the kernel is stale
 
+        local_eps = [e for e in eps if e.local]
+        svl = svl_chain(spn, sp.protocol)
+        want_svl = bool(local_eps) and (sp.internal_local or sp.external_local)
         active.add(svc)
         nat_chains.append(_decl(svc))
-        nat.append(f'-A KUBE-SERVICES -d {sp.cluster_ip}/32 -p {p} -m comment --comment "{spn} cluster IP" '
-                   f"-m {p} --dport {sp.port} -j {svc}")
-        if sp.node_port:
+        if sp.internal_local and not local_eps:
+            filt.append(f'-A KUBE-SERVICES -d {sp.cluster_ip}/32 -p {p} -m comment --comment '
+                        f'"{spn} has no local endpoints" -m {p} --dport {sp.port} '
+                        "-j REJECT --reject-with icmp-port-unreachable")
+        else:
+            nat.append(f'-A KUBE-SERVICES -d {sp.cluster_ip}/32 -p {p} -m comment --comment "{spn} cluster IP" '
+                       f"-m {p} --dport {sp.port} -j {svl if sp.internal_local else svc}")
+        if sp.uses_ext:
+            ext = ext_chain(spn, sp.protocol)
+            active.add(ext)
+            nat_chains.append(_decl(ext))
+            if sp.external_local:
+                if sp.cluster_cidr:
+                    nat.append(f'-A {ext} -s {sp.cluster_cidr} -m comment --comment '
+                               f'"pod traffic for {spn} external destinations" -j {svc}')
+                nat.append(f'-A {ext} -m comment --comment "masquerade LOCAL traffic for {spn} external '
+                           f'destinations" -m addrtype --src-type LOCAL -j {MARK_MASQ}')
+                nat.append(f'-A {ext} -m comment --comment "route LOCAL traffic for {spn} external '
+                           f'destinations" -m addrtype --src-type LOCAL -j {svc}')
+                if local_eps:
+                    nat.append(f"-A {ext} -j {svl}")
+                else:
+                    # What is left still has the external address as destination: dropped in filter.
+                    if sp.lb_ip:
+                        filt.append(f'-A KUBE-SERVICES -d {sp.lb_ip}/32 -p {p} -m comment --comment '
+                                    f'"{spn} has no local endpoints" -m {p} --dport {sp.port} -j DROP')
+                    if sp.node_port:
+                        filt.append(f'-A KUBE-EXTERNAL-SERVICES -p {p} -m comment --comment '
+                                    f'"{spn} has no local endpoints" -m addrtype --dst-type LOCAL '
+                                    f"-m {p} --dport {sp.node_port} -j DROP")
+            else:
+                nat.append(f'-A {ext} -m comment --comment "masquerade traffic for {spn} external destinations" '
+                           f"-j {MARK_MASQ}")
+                nat.append(f"-A {ext} -j {svc}")
+            if sp.lb_ip:
+                target = ext
+                if sp.source_ranges:
+                    fw = target = fw_chain(spn, sp.protocol)
+                    active.add(fw)
+                    nat_chains.append(_decl(fw))
+                    for cidr in sp.source_ranges:
+                        nat.append(f'-A {fw} -s {cidr} -m comment --comment "{spn} loadbalancer IP" -j {ext}')
+                    nat.append(f'-A {fw} -m comment --comment "other traffic to {spn} will be dropped by '
+                               'KUBE-PROXY-FIREWALL"')
+                    filt.append(f'-A KUBE-SERVICES -d {sp.lb_ip}/32 -p {p} -m comment --comment '
+                                f'"{spn} traffic not accepted by {fw}" -m {p} --dport {sp.port} -j DROP')
+                nat.append(f'-A KUBE-SERVICES -d {sp.lb_ip}/32 -p {p} -m comment --comment "{spn} loadbalancer IP" '
+                           f"-m {p} --dport {sp.port} -j {target}")
+            if sp.node_port:
+                nat.append(f'-A KUBE-NODEPORTS -p {p} -m comment --comment "{spn}" -m {p} '
+                           f"--dport {sp.node_port} -j {ext}")
+        elif sp.node_port:
             # Traffic arriving on a node port is masqueraded so replies come back via this node.
             np_rule = f'-A KUBE-NODEPORTS -p {p} -m comment --comment "{spn}" -m {p} --dport {sp.node_port} -j '
             nat.append(np_rule + MARK_MASQ)
             nat.append(np_rule + svc)
+        if want_svl:
+            active.add(svl)
+            nat_chains.append(_decl(svl))
+            nl = len(local_eps)
+            for i, ep in enumerate(local_eps):
+                stat = f" -m statistic --mode random --probability {_probability(nl - i)}" if i < nl - 1 else ""
+                nat.append(f'-A {svl} -m comment --comment "{spn}"{stat} -j {sep_chain(spn, sp.protocol, ep)}')
 
         n = len(eps)
         seps = [sep_chain(spn, sp.protocol, ep) for ep in eps]

@@ -174,7 +174,7 @@ def test_stale_chains_deleted_foreign_untouched():
     was_live = svc_chain(empty.service_port_name, "TCP")  # had endpoints last sync, none now
     existing = {
         "nat": {live, was_live, "KUBE-SVC-AAAAAAAAAAAAAAAA", "KUBE-SEP-BBBBBBBBBBBBBBBB",
-                "DOCKER", "KUBE-FW-CCCCCCCCCCCCCCCC", "KUBE-SERVICES"},
+                "DOCKER", "KUBE-XLB-CCCCCCCCCCCCCCCC", "KUBE-SERVICES"},
         "filter": {"KUBE-SEP-DDDDDDDDDDDDDDDD", "CNI-FORWARD"},
     }
     rs = generate([(CLUSTER, EPS), (empty, [])], existing_chains=existing)
@@ -184,7 +184,7 @@ def test_stale_chains_deleted_foreign_untouched():
     assert nat[-1] == "COMMIT" and nat[-2].startswith("-X ")  # deletions close the section
     assert "-X KUBE-SEP-DDDDDDDDDDDDDDDD" in filt and "-X KUBE-SEP-DDDDDDDDDDDDDDDD" not in nat
     assert f"-X {live}" not in nat and f"-A {live} " in rs.nat
-    for foreign in ("DOCKER", "KUBE-FW-CCCCCCCCCCCCCCCC", "CNI-FORWARD"):
+    for foreign in ("DOCKER", "KUBE-XLB-CCCCCCCCCCCCCCCC", "CNI-FORWARD"):
         assert foreign not in rs.text()
     assert not any(line.startswith("-X KUBE-SERVICES") for line in nat)
     after = parse_restore(rs.text())

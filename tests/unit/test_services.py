@@ -39,7 +39,7 @@ def test_seed_services_are_valid():
 
 
 @pytest.mark.parametrize("spec, field", [
-    ({"type": "LoadBalancer"}, "spec.type"),
+    ({"type": "ExternalName"}, "spec.type"),
     ({"ports": []}, "spec.ports"),
     ({"ports": [{"port": 0}]}, "spec.ports[0].port"),
     ({"ports": [{"port": 70000}]}, "spec.ports[0].port"),
@@ -59,7 +59,7 @@ def test_seed_services_are_valid():
     ({"clusterIP": "192.1.0.1"}, "spec.clusterIP"),  # reserved: the range's first address
     ({"clusterIP": "192.1.0.0"}, "spec.clusterIP"),
     ({"clusterIP": "192.1.255.255"}, "spec.clusterIP"),
-    ({"clusterIP": "None"}, "spec.clusterIP"),
+    ({"clusterIP": "None", "type": "NodePort"}, "spec.clusterIP"),
     ({"selector": {"run": "a b"}}, "spec.selector.run"),
     ({"externalIPs": ["1.2.3.4"]}, "spec.externalIPs"),
     ({"sessionAffinity": "ClientIP"}, "spec.sessionAffinity"),
@@ -105,7 +105,7 @@ def test_picks_avoid_taken_and_stay_in_range():
     rng = random.Random(7)
     small = labfile.parse_lab(labfile.default_lab_text().replace("192.1.0.0/16", "192.1.0.0/29")
                               .replace("30000-32767", "30000-30003").replace("clusterIP: 192.1.47.211", "")
-                              .replace("clusterIP: 192.1.88.35", ""))
+                              .replace("clusterIP: 192.1.88.35", "").replace("clusterIP: 192.1.0.10 ", "# ").replace("replicas: 1\n", "replicas: 0\n"))
     taken = {"192.1.0.2", "192.1.0.4", "192.1.0.6"}
     picks = {services._pick_ip(small, taken, rng) for _ in range(50)}
     assert picks == {"192.1.0.3", "192.1.0.5"}
@@ -300,7 +300,7 @@ def test_service_rows():
 
 # --------------------------------------------------------------------------- CLI refusals before root
 @pytest.mark.parametrize("args, msg", [
-    (["--port", "80", "--type", "LoadBalancer"], "error: --type: 'LoadBalancer' is not one of ClusterIP, NodePort"),
+    (["--port", "80", "--type", "ExternalName"], "error: --type: 'ExternalName' is not one of ClusterIP, NodePort, LoadBalancer"),
     (["--port", "0"], "error: --port: 0 is not a port (1-65535)"),
     (["--port", "80", "--protocol", "SCTP"], "error: --protocol: 'SCTP' is not one of TCP, UDP"),
 ])

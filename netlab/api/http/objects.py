@@ -353,7 +353,8 @@ class Api:
         if services.reserved_ip(self.lab) == cur["spec"].get("clusterIP"):
             raise UsageError("metadata.name: the kubernetes service is maintained by the API server")
         # Services change by replacement (as `netlab apply` does), keeping IP and node ports.
-        ok, _ = self.st.delete_all_if(it.key, it.mod_revision)
+        # The allocations go with it (the create below takes the same ones again).
+        ok, _ = self.st.delete_all_if(it.key, it.mod_revision, services.allocation_keys(cur))
         if not ok:
             raise S.conflict("services", name)
         want["spec"].pop("clusterIPs", None)
@@ -573,6 +574,8 @@ def _scale(dep: dict, rev: int) -> dict:
 def _as_created(cur: dict) -> dict:
     old = copy.deepcopy(cur)
     old["spec"].pop("clusterIPs", None)
+    if services.lb_ip(cur) and old["spec"].get("type") == "LoadBalancer":
+        old["spec"]["loadBalancerIP"] = services.lb_ip(cur)
     for f in ("uid", "creationTimestamp", "resourceVersion"):
         old["metadata"].pop(f, None)
     return old

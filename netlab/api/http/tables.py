@@ -106,7 +106,11 @@ def service_row(svc: dict, now: float) -> list:
     ports = ",".join(f"{p['port']}{':' + str(p['nodePort']) if p.get('nodePort') else ''}/{p.get('protocol', 'TCP')}"
                      for p in spec.get("ports") or [])
     sel = ",".join(f"{k}={v}" for k, v in sorted((spec.get("selector") or {}).items()))
-    ext = ",".join(spec.get("externalIPs") or []) or ("<pending>" if spec.get("type") == "LoadBalancer" else "<none>")
+    # kubectl's printer: the ingress addresses of a LoadBalancer, then externalIPs.
+    ing = [i.get("ip") or i.get("hostname") for i in
+           ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []]
+    ext = ",".join([*(i for i in ing if i), *(spec.get("externalIPs") or [])]) \
+        or ("<pending>" if spec.get("type") == "LoadBalancer" else "<none>")
     return [svc["metadata"]["name"], spec.get("type", "ClusterIP"), _none(spec.get("clusterIP")), ext,
             _none(ports), age(svc["metadata"].get("creationTimestamp"), now), _none(sel)]
 

@@ -37,11 +37,13 @@ def new_lab_name() -> str:
     return "t" + uuid.uuid4().hex[:7]
 
 
-def lab_doc(name: str, workloads: bool = False, **edits) -> dict:
+def lab_doc(name: str, workloads: bool = False, dns: bool = False, **edits) -> dict:
     doc = yaml.safe_load(labfile.default_lab_text())
     doc["name"] = name
     if not workloads:
         doc["workloads"] = []
+    if not dns:  # no coredns pod where DNS is not under test: keeps `up` and CI fast
+        doc["dns"] = {**doc.get("dns", {}), "replicas": 0}
     for k, v in edits.items():
         doc[k] = v
     return doc

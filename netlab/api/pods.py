@@ -19,7 +19,8 @@ from netlab.store import Store
 
 HELLO_IMAGE = "netlab/hello"  # the built-in HTTP app (netlab/native/hello.c)
 CONTAINER_FIELDS = ("name", "image", "command", "args", "env", "ports")
-SPEC_FIELDS = ("containers", "nodeName", "restartPolicy")
+SPEC_FIELDS = ("containers", "nodeName", "restartPolicy", "dnsPolicy")
+DNS_POLICIES = ("ClusterFirst", "Default")  # the kubelet's resolv.conf: cluster DNS, or the node's
 META_FIELDS = ("name", "namespace", "labels", "annotations", "uid", "creationTimestamp",
                "ownerReferences")
 
@@ -145,7 +146,12 @@ def validate_pod(obj: Any) -> dict:
     if spec.get("restartPolicy", "Always") != "Always":
         raise UsageError(f"spec.restartPolicy: {spec['restartPolicy']!r}: netlab restarts containers "
                          "that exit (Always)")
+    dns_policy = spec.get("dnsPolicy") or "ClusterFirst"
+    if dns_policy not in DNS_POLICIES:
+        raise UsageError(f"spec.dnsPolicy: {dns_policy!r} is not supported (ClusterFirst or Default)")
     out_spec: dict[str, Any] = {"containers": containers, "restartPolicy": "Always"}
+    if spec.get("dnsPolicy"):  # kept as given; absent means ClusterFirst
+        out_spec["dnsPolicy"] = dns_policy
     if spec.get("nodeName"):
         if not isinstance(spec["nodeName"], str) or not names.NODE_NAME_RE.match(spec["nodeName"]):
             raise UsageError(f"spec.nodeName: {spec['nodeName']!r} is not a node name")

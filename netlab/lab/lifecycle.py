@@ -101,6 +101,7 @@ class Up:
             for node in self.lab.nodes:
                 self.agent(node)
             self.wait_agents()
+            self.cluster_dns()
             self.workloads(docs)
         return self.result
 
@@ -256,6 +257,27 @@ class Up:
                 raise NetlabError(f"agents of {', '.join(sorted(pending))} did not report; "
                                   f"see {names.run_dir(self.name) / 'logs'}")
             self.report("agents", f"{len(self.lab.nodes)} reporting")
+        finally:
+            st.close()
+
+    def cluster_dns(self, timeout: float = 60.0) -> None:
+        """The cluster DNS add-on (as kubeadm installs CoreDNS): Deployment kube-system/coredns
+        behind Service kube-system/kube-dns, through the same apply as the workloads."""
+        if not self.lab.dns.replicas:
+            return
+        from netlab.plan import dns
+
+        docs = manifests.docs_from_objects(dns.addon_manifests(
+            self.lab.dns_ip, self.lab.dns.domain, self.lab.dns.replicas,
+            [sys.executable, "-m", "netlab.agent.dns"]), "cluster DNS")
+        st = Store.for_lab(self.name)
+        try:
+            for a in manifests.apply(st, self.lab, docs).applied:
+                if a.outcome != "unchanged":
+                    self._did("dns", a.line)
+            manifests.wait_ready(st, self.lab, docs, timeout)
+            self.report("dns", f"kube-system/kube-dns {self.lab.dns_ip} ({self.lab.dns.domain}), "
+                               f"{self.lab.dns.replicas} coredns pod(s) ready")
         finally:
             st.close()
 

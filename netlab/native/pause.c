@@ -11,7 +11,7 @@
  *       Starts a container of the pod: joins the net, UTS and IPC namespaces of PID (the
  *       pause), takes a mount namespace of its own in which HOSTS_FILE is bind-mounted over
  *       /etc/hosts (and $NETLAB_SA_DIR, if set, over /var/run/secrets/kubernetes.io/
- *       serviceaccount), and execs CMD. One small exec instead of nsenter + unshare + mount + sh.
+ *       serviceaccount; $NETLAB_RESOLV, if set, over /etc/resolv.conf), and execs CMD. One small exec instead of nsenter + unshare + mount + sh.
  *
  * Static and tiny on purpose: one runs per pod (the issue asks for <= 1 MiB RSS each).
  */
@@ -127,6 +127,13 @@ static int enter(const char *pid, const char *hosts, char **argv) {
             die("bind the service-account directory over " SA_MOUNT);
         mount(NULL, SA_MOUNT, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY, NULL);
         unsetenv("NETLAB_SA_DIR");
+    }
+    /* The kubelet's resolv.conf for dnsPolicy ClusterFirst (unset for Default: the node's). */
+    const char *resolv = getenv("NETLAB_RESOLV");
+    if (resolv && *resolv) {
+        if (mount(resolv, "/etc/resolv.conf", NULL, MS_BIND, NULL) < 0)
+            die("bind the pod's resolv.conf over /etc/resolv.conf");
+        unsetenv("NETLAB_RESOLV");
     }
     signal(SIGPIPE, SIG_DFL);
     signal(SIGHUP, SIG_DFL);

@@ -126,3 +126,34 @@ def answer(qname: str, qtype: str, domain: str, services: dict[tuple[str, str], 
         return Answer(NOERROR, [Record(name, "SRV", (0, 100, int(ports[0]["port"]), base))], [],
                       [Record(base, "A", (spec["clusterIP"],))])
     return neg
+
+
+# --------------------------------------------------------------------------- the add-on
+def addon_manifests(dns_ip: str, domain: str, replicas: int, argv: list[str]) -> list[dict]:
+    """Deployment kube-system/coredns and Service kube-system/kube-dns, shaped as kubeadm's.
+
+    `argv`: the server's command (netlab runs host programs in pods: this interpreter with
+    -m netlab.agent.dns). dnsPolicy Default: the DNS server does not resolve through itself.
+    """
+    labels = {"k8s-app": "kube-dns"}
+    container = {"name": "coredns", "image": "netlab/coredns", "command": [*argv, "--domain", domain],
+                 "ports": [{"name": "dns", "containerPort": 53, "protocol": "UDP"},
+                           {"name": "dns-tcp", "containerPort": 53, "protocol": "TCP"}]}
+    dep = {"apiVersion": "apps/v1", "kind": "Deployment",
+           "metadata": {"name": "coredns", "namespace": "kube-system", "labels": dict(labels)},
+           "spec": {"replicas": replicas, "selector": {"matchLabels": dict(labels)},
+                    "template": {"metadata": {"labels": dict(labels)},
+                                 "spec": {"dnsPolicy": "Default", "containers": [container]}}}}
+    svc = {"apiVersion": "v1", "kind": "Service",
+           "metadata": {"name": "kube-dns", "namespace": "kube-system",
+                        "labels": {**labels, "kubernetes.io/name": "CoreDNS"}},
+           "spec": {"type": "ClusterIP", "clusterIP": dns_ip, "selector": dict(labels),
+                    "ports": [{"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
+                              {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53}]}}
+    return [dep, svc]
+
+
+def resolv_conf(dns_ip: str, namespace: str, domain: str) -> str:
+    """/etc/resolv.conf of a ClusterFirst pod, as the kubelet writes it."""
+    return (f"search {namespace}.svc.{domain} svc.{domain} {domain}\n"
+            f"nameserver {dns_ip}\noptions ndots:5\n")

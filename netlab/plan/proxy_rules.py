@@ -385,6 +385,8 @@ def _match(tokens: list[str], src: str, proto: str, dst: str, dport: int, local:
             ok = int(lo) <= dport <= int(hi or lo)
         elif t == "--dst-type":
             ok = arg != "LOCAL" or dst in local
+        elif t == "--src-type":
+            ok = arg != "LOCAL" or src in local
         elif t == "-m" and arg == "statistic":
             maybe = True
         elif t in ("-j", "-g"):

@@ -28,7 +28,7 @@ from netlab.api import pods as api_pods
 from netlab.api.http import auth
 from netlab.errors import NetlabError
 from netlab.kernel import netlink, netns, proc
-from netlab.plan import flannel_leases, podrecord
+from netlab.plan import dns, flannel_leases, podrecord
 from netlab.plan.ipam import HostLocal
 
 BRIDGE = "docker0"
@@ -96,6 +96,7 @@ class KubeletRole(Reconciler):
         self.ca_pem = b""
         api_ip = str(ipaddress.IPv4Network(agent.lab.services.cluster_ip_range).network_address + 1)
         # What kubelet gives every container for the `kubernetes` service (in-cluster clients).
+        self.dns_ip, self.dns_domain = agent.lab.dns_ip, agent.lab.dns.domain  # kubelet's --cluster-dns/-domain
         self.in_cluster_env = {
             "KUBERNETES_SERVICE_HOST": api_ip, "KUBERNETES_SERVICE_PORT": "443",
             "KUBERNETES_SERVICE_PORT_HTTPS": "443", "KUBERNETES_PORT": f"tcp://{api_ip}:443",
@@ -373,6 +374,8 @@ class KubeletRole(Reconciler):
             raise NetlabError(f"{BRIDGE} is gone")
         t = self._took("wire", t)
         (d / "hosts").write_text(podrecord.hosts_text(rec["podIP"], rec["name"]))
+        if (pod["spec"].get("dnsPolicy") or "ClusterFirst") == "ClusterFirst":
+            (d / "resolv.conf").write_text(dns.resolv_conf(self.dns_ip, rec["namespace"], self.dns_domain))
         self._service_account(d, rec["namespace"])
         for c in pod["spec"]["containers"]:
             self._start_container(pod, d, rec, c, restart=0)
@@ -446,6 +449,8 @@ class KubeletRole(Reconciler):
                "NODE_NAME": self.node, "HOST_IP": self.host_ip}
         if (d / "serviceaccount").is_dir():
             env.update(self.in_cluster_env, NETLAB_SA_DIR=str(d / "serviceaccount"))
+        if (d / "resolv.conf").exists():
+            env["NETLAB_RESOLV"] = str(d / "resolv.conf")
         env.update({e["name"]: e["value"] for e in c.get("env") or []})
         log = podrecord.container_log(d, name, restart)
         pid = proc.spawn_fast([self.pause_bin, "--enter", str(rec["pause"]["pid"]), str(d / "hosts"),

@@ -45,7 +45,8 @@ CONTAINER = {
     "env": [{"name": STR, "value": STR}],
     "ports": [{"name": STR, "containerPort": INT, "protocol": STR}],
 }
-POD_SPEC = {"containers": [CONTAINER], "nodeName": STR, "restartPolicy": STR}  # Always only
+POD_SPEC = {"containers": [CONTAINER], "nodeName": STR, "restartPolicy": STR,  # Always only
+            "dnsPolicy": STR}  # ClusterFirst or Default
 HONOURED: dict[tuple[str, str], dict] = {
     ("apps/v1", "Deployment"): {
         "apiVersion": STR, "kind": STR, "metadata": METADATA,

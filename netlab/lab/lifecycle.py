@@ -101,8 +101,8 @@ class Up:
             for node in self.lab.nodes:
                 self.agent(node)
             self.wait_agents()
+            self.workloads(docs)  # first: the seed's pods get the seed's addresses (10.1.1.4, 10.1.79.11)
             self.cluster_dns()
-            self.workloads(docs)
         return self.result
 
     def dirs(self) -> None:

@@ -136,7 +136,7 @@ def addon_manifests(dns_ip: str, domain: str, replicas: int, argv: list[str]) ->
     -m netlab.agent.dns). dnsPolicy Default: the DNS server does not resolve through itself.
     """
     labels = {"k8s-app": "kube-dns"}
-    container = {"name": "coredns", "image": "netlab/coredns", "command": [*argv, "--domain", domain],
+    container = {"name": "coredns", "command": [*argv, "--domain", domain],
                  "ports": [{"name": "dns", "containerPort": 53, "protocol": "UDP"},
                            {"name": "dns-tcp", "containerPort": 53, "protocol": "TCP"}]}
     dep = {"apiVersion": "apps/v1", "kind": "Deployment",

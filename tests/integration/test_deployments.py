@@ -175,7 +175,7 @@ def test_unsupported_field_is_exit_2_naming_it_and_nothing_changes(lab, tmp_path
     assert p.returncode == 2
     assert p.stderr.strip().splitlines() == [
         f"error: {f}: document 2: deployment web: spec.template.spec.volumes: not supported by netlab "
-        "(supported here: containers, nodeName, restartPolicy)"]
+        "(supported here: containers, nodeName, restartPolicy, dnsPolicy)"]
     # A value the lab refuses (the seed's ClusterIP is taken) is checked before writing too.
     taken = dict(good_svc, spec={**good_svc["spec"], "clusterIP": CLUSTER_IP})
     f.write_text(yaml.safe_dump_all([lab.doc["workloads"][0], taken]))

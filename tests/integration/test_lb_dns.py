@@ -1,21 +1,27 @@
 """Issue 14: LoadBalancer services in L2 mode (S20), traffic policies, headless services, DNS.
 
-One lab is shared by the module: the seed's two pods (web1 on kub-node-1, web2 on
-kub-node-2, label run=my-nginx8) and a third pod `solo` on kub-node-1 only. The outside
-host is the underlay namespace (172.23.100.1), which reaches LoadBalancer addresses only
-because exactly one worker answers ARP for each. The test that stops a node runs last.
+One lab is shared by the module, with the cluster DNS add-on (one coredns pod behind
+kube-dns 192.1.0.10): the seed's two pods (web1 on kub-node-1, web2 on kub-node-2, label
+run=my-nginx8), the seed's nginx-cluster-svc, a third pod `solo` on kub-node-1 only. The
+outside host is the underlay namespace (172.23.100.1), which reaches LoadBalancer addresses
+only because exactly one worker answers ARP for each. DNS is asked from inside a pod (its
+own /etc/resolv.conf, through the kube-dns service). The test that stops a node runs last.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 import time
 
 import pytest
 import yaml
 
-from netlab import names
-from netlab.api import pods
+from netlab import labfile, names
+from netlab.api import pods, services
+from netlab.lab.running import agent_pid
 from netlab.kernel import netns as knetns
 from tests.integration.test_services import pod, sh
 from tests.labkit import Lab, lab_doc, leftovers, new_lab_name, wait_for
@@ -30,7 +36,7 @@ def svc(name: str, selector: dict, **spec) -> dict:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    lab = Lab(tmp_path_factory.mktemp("lb"), lab_doc(new_lab_name()))
+    lab = Lab(tmp_path_factory.mktemp("lb"), lab_doc(new_lab_name(), dns=True))
     try:
         lab.up()
         st = lab.store()
@@ -42,7 +48,14 @@ def lab(tmp_path_factory):
                 pods.wait_running(st, "default", name, 60)
         finally:
             st.close()
+        seed_svc = next(w for w in labfile.load_lab(None).workloads if w["metadata"]["name"] == "nginx-cluster-svc")
         lab.cli("apply", "-f", "-", input=yaml.safe_dump_all([
+            seed_svc,
+            {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web-headless"},
+             "spec": {"clusterIP": "None", "selector": {"run": "my-nginx8"}, "ports": [{"name": "http", "port": 80}]}},
+            {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "hostdns"},
+             "spec": {"nodeName": "kub-node-2", "dnsPolicy": "Default",
+                      "containers": [{"name": "c", "image": "netlab/hello"}]}},
             svc("web-lb", {"run": "my-nginx8"}),  # first in the pool: 172.23.100.200
             svc("web-local", {"app": "solo"}, externalTrafficPolicy="Local", loadBalancerIP="172.23.100.210"),
             svc("web-fw", {"run": "my-nginx8"}, loadBalancerIP="172.23.100.220",
@@ -145,21 +158,83 @@ def test_source_ranges_let_the_listed_client_in_and_refuse_others(lab):
     assert re.search(r"-d 172.23.100.220/32 .*traffic not accepted by KUBE-FW-\S+.* -j DROP", rules), rules
 
 
+# --------------------------------------------------------------------------- DNS
+DIG = f"{sys.executable} -m dnslib.client --server 192.1.0.10:53"
+
+
+def pod_ip(lab: Lab, name: str) -> str:
+    return lab.get_json("pod", name)["status"]["podIP"]
+
+
+def test_pod_resolv_conf_and_service_names(lab):
+    out = lab.sh("pod/web1", "cat /etc/resolv.conf; echo ===; getent hosts nginx-cluster-svc; "
+                             "getent hosts nginx-cluster-svc.default.svc.cluster.local; "
+                             "getent hosts kube-dns.kube-system; echo ===; cat /etc/resolv.conf", timeout=30)
+    resolv, hosts, _ = out.split("===\n")
+    assert resolv == ("search default.svc.cluster.local svc.cluster.local cluster.local\n"
+                      "nameserver 192.1.0.10\noptions ndots:5\n")
+    assert [ln.split() for ln in hosts.splitlines()] == [
+        ["192.1.47.211", "nginx-cluster-svc.default.svc.cluster.local"]] * 2 + [
+        ["192.1.0.10", "kube-dns.kube-system.svc.cluster.local"]]
+
+
+def test_dns_policy_default_keeps_the_nodes_resolv_conf(lab):
+    inside = lab.sh("pod/hostdns", "cat /etc/resolv.conf")
+    assert inside == sh(lab, "kub-node-2", "cat /etc/resolv.conf").stdout and "192.1.0.10" not in inside
+
+
+def test_headless_srv_pod_records_nxdomain_refused(lab):
+    ips = sorted([pod_ip(lab, "web1"), pod_ip(lab, "web2")])
+    dashed = ips[1].replace(".", "-")
+    out = lab.sh("pod/web1", f"getent ahostsv4 web-headless | awk '{{print $1}}' | sort -u; echo ===; "
+                             f"{DIG} --tcp _http._tcp.web-headless.default.svc.cluster.local SRV; echo ===; "
+                             f"getent hosts {dashed}.default.pod.cluster.local; echo ===; "
+                             f"{DIG} nope.default.svc.cluster.local A; echo ===; {DIG} example.com A; echo ===; "
+                             "iptables-legacy -t nat -S 2>/dev/null | grep -c web-headless", check=False, timeout=30)
+    headless, srv, podrec, nx, refused, _ = out.split("===\n")
+    assert sorted(headless.split()) == ips
+    targets = re.findall(r"SRV\s+0 100 80 (\S+)", srv)
+    assert sorted(targets) == sorted(f"{ip.replace('.', '-')}.web-headless.default.svc.cluster.local." for ip in ips), srv
+    assert podrec.split() == [ips[1], f"{dashed}.default.pod.cluster.local"]
+    assert "status: NXDOMAIN" in nx and "SOA" in nx, nx
+    assert "status: REFUSED" in refused, refused
+    rules = sh(lab, "kub-node-1", "iptables-legacy -t nat -S").stdout
+    assert "web-headless" not in rules  # headless: no proxy rules at all
+
+
+def test_dns_follows_a_created_and_a_deleted_service(lab):
+    # Written as the API server writes it (the CLI would also wait for every proxy).
+    st, running = lab.store(), labfile.load_running(lab.name)
+    try:
+        doc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "late"},
+               "spec": {"selector": {"run": "my-nginx8"}, "ports": [{"port": 8080, "targetPort": 80}]}}
+        ip = services.create(st, running, doc)[0]["spec"]["clusterIP"]
+        # The pod asks right away: the DNS server's watch has the new service within milliseconds.
+        assert lab.sh("pod/web1", "getent hosts late", timeout=30).split() == [ip, "late.default.svc.cluster.local"]
+        services.delete(st, "default", "late")
+    finally:
+        st.close()
+    p = lab.exec("pod/web1", "getent", "hosts", "late", check=False)
+    assert p.returncode == 2 and not p.stdout  # NXDOMAIN on every search domain: not found
+
+
 # --------------------------------------------------------------------------- failover (last)
 def test_failover_when_the_owner_node_stops(lab):
     owner = leader(lab, "172.23.100.200")
     other = next(n for n in NODE_IP if n != owner)
     assert curl(lab, "external", "http://172.23.100.200/")[0] == 0  # the outside host has the owner's MAC
-    t0 = time.monotonic()
-    lab.cli("node", "stop", owner)
-    stopped = time.monotonic()
     want = mac(lab, other)
+    pid = agent_pid(lab.name, owner)
+    stop = subprocess.Popen([sys.executable, "-m", "netlab", "node", "stop", owner],
+                            env={**os.environ, "NETLAB_LAB": lab.name}, stdout=subprocess.DEVNULL)
+    wait_for(lambda: not os.path.exists(f"/proc/{pid}"), timeout=30, interval=0.01, what="the agent to die")
+    died = time.monotonic()
     # The new owner's gratuitous ARP moves the outside host's entry without a new request.
     wait_for(lambda: want in sh(lab, "external", "ip neigh show 172.23.100.200").stdout, timeout=10,
              interval=0.05, what=f"ip neigh to show {other}'s MAC")
-    took = time.monotonic() - stopped
-    print(f"failover: neighbour entry moved {took:.2f}s after `node stop` returned "
-          f"({time.monotonic() - t0:.2f}s after it began)")
+    print(f"failover: the outside host's neighbour entry moved {time.monotonic() - died:.2f}s "
+          f"after {owner}'s agent died")
+    assert stop.wait(60) == 0
     assert leader(lab, "172.23.100.200") == other
     # web1 or web2 is on the stopped node until it is evicted: some tries may time out.
     assert any(curl(lab, "external", "http://172.23.100.200/", timeout=1)[0] == 0 for _ in range(6))

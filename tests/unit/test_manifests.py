@@ -92,7 +92,7 @@ def test_unsupported_field_names_its_path():
     msg = str(e.value)
     assert msg.startswith("f.yaml: document 1: deployment my-nginx8: spec.template.spec.volumes: "
                           "not supported by netlab")
-    assert msg.endswith("(supported here: containers, nodeName, restartPolicy)")  # what is, there
+    assert msg.endswith("(supported here: containers, nodeName, restartPolicy, dnsPolicy)")  # what is, there
 
 
 @pytest.mark.parametrize("edit, path", [

@@ -118,6 +118,12 @@ def goals(res: dict) -> str:
     rows.append(["cross-node TCP", "≥ 90 % of a hand-built replica", fmt(cross, "Gbit/s"),
                  f"{base_name} {fmt(base, 'Gbit/s')}", ratio(cross, base),
                  met(None if not (cross and base) else cross / base >= 0.9)])
+    d = _get(res, "dns", "data", default={})
+    worst = max([v for v in (_get(d, "create", "p99_ms"), _get(d, "delete", "p99_ms")) if v is not None], default=None)
+    base = max([v for v in (_get(d, "etcd_watch_create", "p99_ms"), _get(d, "etcd_watch_delete", "p99_ms"))
+                if v is not None], default=None)
+    rows.append(["service change visible in DNS, p99", "≤ 100 ms", fmt(worst, "ms"), f"etcd watch {fmt(base, 'ms')}",
+                 ratio(worst, base), met(None if worst is None else worst <= 100)])
     up = _get(res, "up", "data", "up_s")
     rows.append(["`netlab up` of the default lab", "≤ 3 s", fmt(up, "s"), DASH, DASH, met(None if up is None else up <= 3)])
     return table(["what", "goal", "netlab", "baseline (same run)", "ratio", "result"], rows)
@@ -323,6 +329,23 @@ def apiserver_section(res: dict) -> str:
     return out
 
 
+def dns_section(res: dict) -> str:
+    d = _get(res, "dns", "data")
+    if not d:
+        return f"{DASH}\n"
+    rows = [[label, fmt(_get(d, k, "p50_ms"), "ms"), fmt(_get(d, k, "p99_ms"), "ms"), fmt(_get(d, k, "max_ms"), "ms")]
+            for label, k in (("Service created → A record answered (through kube-dns 192.1.0.10)", "create"),
+                             ("Service deleted → NXDOMAIN", "delete"),
+                             ("raw etcd watch sees the create (floor)", "etcd_watch_create"),
+                             ("raw etcd watch sees the delete (floor)", "etcd_watch_delete"))]
+    out = table(["from the start of the API server's write (services.create/delete)", "p50", "p99", "max"], rows)
+    m = _get(res, "dns", "machine") or {}
+    out += (f"\n{d.get('n')} rounds; the client runs in kub-node-1's namespace and asks every millisecond over "
+            f"UDP; load average {fmt(m.get('load_before'), digits=2)} before. The server is one coredns pod "
+            "(netlab/agent/dns.py) fed by API-server watches.\n")
+    return out
+
+
 # --------------------------------------------------------------------------- document
 def render(res: dict, plots: dict[str, str] | None = None, notes: str | None = None) -> str:
     plots = plots or {}
@@ -350,6 +373,7 @@ def render(res: dict, plots: dict[str, str] | None = None, notes: str | None = N
         "\n## 4. Data plane\n", dataplane_section(res),
         "\n## 5. `netlab up` / `netlab down` of the default lab\n", up_section(res),
         "\n## 6. API server: kubectl against the lab\n", apiserver_section(res),
+        "\n## 7. Cluster DNS: a Service change visible in DNS\n", dns_section(res),
         "\n## Profiles (py-spy, 200 Hz)\n", profiles_section(res),
     ]
     if cmds:

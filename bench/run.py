@@ -13,6 +13,8 @@ Sections (each side by side with its baseline, measured in the same run):
   up         `netlab up` of the default lab until every seed curl answers; `netlab down`
   apiserver  `kubectl get pods` vs `netlab get pods` with 1,000 pods; watch-event latency
              (etcd write -> event on the API's watch stream; baseline: a raw etcd watch)
+  dns        Service created/deleted -> answer/NXDOMAIN from the cluster DNS, p50/p99
+             (baseline: a raw etcd watch seeing the same writes)
 Results go to bench/results/<section>.json; docs/performance.md is rebuilt from all of them.
 --quick: N = 100 only, fewer repetitions, 3 workers only. Needs root (see scripts/bench.sh).
 """
@@ -32,7 +34,7 @@ from pathlib import Path
 from bench.common import ROOT, log
 
 RESULTS = ROOT / "bench" / "results"
-SECTIONS = ("pods", "proxy", "latency", "dataplane", "up", "apiserver")
+SECTIONS = ("pods", "proxy", "latency", "dataplane", "up", "apiserver", "dns")
 
 
 def machine() -> dict:
@@ -78,6 +80,9 @@ def run_section(name: str, quick: bool) -> dict:
     if name == "apiserver":
         from bench import apiserver
         return apiserver.run(n=100 if quick else 1000, repeat=3 if quick else 5, changes=30 if quick else 100)
+    if name == "dns":
+        from bench import dns
+        return dns.run(n=20 if quick else 40)
     raise SystemExit(f"bench: unknown section {name!r} (choose from {', '.join(SECTIONS)})")
 
 

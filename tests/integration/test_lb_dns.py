@@ -22,7 +22,6 @@ import yaml
 from netlab import labfile, names
 from netlab.api import pods, services
 from netlab.lab.running import agent_pid
-from netlab.kernel import netns as knetns
 from tests.integration.test_services import pod, sh
 from tests.labkit import Lab, lab_doc, leftovers, new_lab_name, wait_for
 

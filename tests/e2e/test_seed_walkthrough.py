@@ -456,9 +456,20 @@ def test_S19_pause_and_app_containers_share_one_network_namespace(lab, seed, duo
     assert len(set(inodes.values())) == len(inodes), f"S19: two pods share a network namespace: {inodes}"
 
 
-@pytest.mark.skip(reason="S20: the LoadBalancer service type is left 'for later' by the seed and not in netlab")
-def test_S20_load_balancer():
-    pass
+def test_S20_load_balancer(lab, seed):
+    # The seed's "for later": an address outside the cluster reaches, spread over the pods.
+    lab.cli("expose", "deployment", "my-nginx8", "--type", "LoadBalancer", "--name", "my-nginx8-lb")
+    try:
+        row = next(l.split() for l in lab.cli("get", "svc").stdout.splitlines() if l.startswith("my-nginx8-lb "))
+        assert row[1] == "LoadBalancer" and row[3] == "172.23.100.200", f"S20: get svc row {row}"
+        out = sh(lab, "external", "for i in 1 2 3 4 5 6; do curl -s -m 3 172.23.100.200; done").stdout
+        assert len(hellos(out)) == 6 and set(hellos(out)) <= {name_of(p) for p in seed.values()}, \
+            f"S20: curl of the LoadBalancer address from outside:\n{out}"
+        neigh = sh(lab, "external", "ip neigh show 172.23.100.200").stdout
+        macs = {n: re.search(r"link/ether (\S+)", sh(lab, n, "ip link show ens3").stdout).group(1) for n in WORKERS}
+        assert sum(m in neigh for m in macs.values()) == 1, f"S20: one worker answers ARP: {neigh} {macs}"
+    finally:
+        lab.cli("delete", "svc", "my-nginx8-lb", check=False)
 
 
 # --------------------------------------------------------------------------- last: it changes the lab

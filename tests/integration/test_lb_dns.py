@@ -224,6 +224,7 @@ def test_failover_when_the_owner_node_stops(lab):
     assert curl(lab, "external", "http://172.23.100.200/")[0] == 0  # the outside host has the owner's MAC
     want = mac(lab, other)
     pid = agent_pid(lab.name, owner)
+    began = time.monotonic()
     stop = subprocess.Popen([sys.executable, "-m", "netlab", "node", "stop", owner],
                             env={**os.environ, "NETLAB_LAB": lab.name}, stdout=subprocess.DEVNULL)
     wait_for(lambda: not os.path.exists(f"/proc/{pid}"), timeout=30, interval=0.01, what="the agent to die")
@@ -231,8 +232,8 @@ def test_failover_when_the_owner_node_stops(lab):
     # The new owner's gratuitous ARP moves the outside host's entry without a new request.
     wait_for(lambda: want in sh(lab, "external", "ip neigh show 172.23.100.200").stdout, timeout=10,
              interval=0.05, what=f"ip neigh to show {other}'s MAC")
-    print(f"failover: the outside host's neighbour entry moved {time.monotonic() - died:.2f}s "
-          f"after {owner}'s agent died")
+    print(f"failover: the outside host's neighbour entry moved {time.monotonic() - began:.2f}s after "
+          f"`netlab node stop {owner}` began, {time.monotonic() - died:.2f}s after its agent was gone")
     assert stop.wait(60) == 0
     assert leader(lab, "172.23.100.200") == other
     # web1 or web2 is on the stopped node until it is evicted: some tries may time out.

@@ -97,6 +97,8 @@ def _type_ok(value: Any, t: str) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
     if t == INT_OR_STR:
         return isinstance(value, (str, int)) and not isinstance(value, bool)
+    if t == "boolean":
+        return isinstance(value, bool)
     raise AssertionError(t)
 
 

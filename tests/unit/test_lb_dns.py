@@ -275,3 +275,11 @@ def test_addon_and_resolv_conf_as_kubeadm_and_kubelet_write_them():
     assert dns.resolv_conf("192.1.0.10", "default", "cluster.local") == (
         "search default.svc.cluster.local svc.cluster.local cluster.local\n"
         "nameserver 192.1.0.10\noptions ndots:5\n")
+
+
+def test_a_stored_load_balancer_passes_the_manifest_field_check():
+    from netlab.api import manifests
+
+    st = FakeStore()
+    obj, _ = services.create(st, LAB, lb_doc(externalTrafficPolicy="Local"))
+    manifests.check_fields(obj["spec"], manifests.HONOURED[("v1", "Service")]["spec"], "spec")

@@ -9,8 +9,8 @@ deletes its keys after LEASE_TTL seconds, the others see the delete on their wat
 first create wins. A node is a candidate for an address when its agent runs and, for
 externalTrafficPolicy: Local, when it holds a ready endpoint of the service (as MetalLB).
 
-The cache of services, endpoints and leader keys is filled by one list then a watch per
-prefix (an informer); reconcile works from the cache only.
+Services, endpoints and leader keys come from the Reconciler's informer caches (one list,
+then a watch per prefix); reconcile works from them only.
 """
 
 from __future__ import annotations
@@ -49,16 +49,13 @@ def wanted(cache: dict[str, Any], node: str) -> dict[str, str]:
 
 class LoadBalancerRole(Reconciler):
     name = "lb"
-    prefixes = PREFIXES
+    informed = PREFIXES  # the base's informer caches: reconcile never lists etcd
     resync_seconds = 5.0
 
     def __init__(self, agent, ifname: str = "ens3"):
         super().__init__(agent)
         self.node = agent.node.name
         self.ifname = ifname
-        self._lock = threading.Lock()
-        self._cache: dict[str, Any] = {}
-        self._need_list = True
         self._lease = None
         self.responder = None
         self.owned: set[str] = set()
@@ -68,39 +65,6 @@ class LoadBalancerRole(Reconciler):
 
         self.responder = Responder(self.ifname, self.log)
         threading.Thread(target=self._renew, name="lb-lease", daemon=True).start()
-
-    # -- informer ---------------------------------------------------------------------
-    def _ensure_watches(self) -> None:
-        if self._watch_broken:
-            self._need_list = True
-        super()._ensure_watches()
-
-    def _on_event(self, response) -> None:
-        if isinstance(response, Exception):
-            self._watch_broken = True
-        else:
-            with self._lock:
-                for ev in response.events:
-                    k = ev.key.decode()
-                    if type(ev).__name__ == "DeleteEvent":
-                        self._cache.pop(k, None)
-                    else:
-                        try:
-                            import json
-
-                            self._cache[k] = json.loads(ev.value)
-                        except ValueError:
-                            pass
-        self._dirty.set()
-
-    def _list(self) -> None:
-        st = self.agent.store
-        with self._lock:
-            cache = {}
-            for p in PREFIXES:
-                cache.update({i.key: i.value for i in st.list(p)})
-            self._cache = cache
-            self._need_list = False
 
     # -- lease ------------------------------------------------------------------------
     def _renew(self) -> None:
@@ -123,13 +87,10 @@ class LoadBalancerRole(Reconciler):
 
     # -- reconcile --------------------------------------------------------------------
     def reconcile(self) -> None:
-        if self._need_list:
-            self._list()
         st = self.agent.store
-        with self._lock:
-            want = wanted(self._cache, self.node)
-            leaders = {k.removeprefix(store.LB_LEADERS): v for k, v in self._cache.items()
-                       if k.startswith(store.LB_LEADERS)}
+        cache = {i.key: i.value for p in PREFIXES for i in self.cache(p).items()}
+        want = wanted(cache, self.node)
+        leaders = {k.removeprefix(store.LB_LEADERS): v for k, v in cache.items() if k.startswith(store.LB_LEADERS)}
         lease = self._my_lease()
         mine = set()
         for ip, path in sorted(want.items()):

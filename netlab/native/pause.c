@@ -131,7 +131,9 @@ static int enter(const char *pid, const char *hosts, char **argv) {
     /* The kubelet's resolv.conf for dnsPolicy ClusterFirst (unset for Default: the node's). */
     const char *resolv = getenv("NETLAB_RESOLV");
     if (resolv && *resolv) {
-        if (mount(resolv, "/etc/resolv.conf", NULL, MS_BIND, NULL) < 0)
+        /* A host without /etc/resolv.conf has nothing to bind over: the pod then has no
+         * DNS configuration, which is no reason to refuse to start its container. */
+        if (mount(resolv, "/etc/resolv.conf", NULL, MS_BIND, NULL) < 0 && errno != ENOENT)
             die("bind the pod's resolv.conf over /etc/resolv.conf");
         unsetenv("NETLAB_RESOLV");
     }

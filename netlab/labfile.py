@@ -174,6 +174,11 @@ class Services(_Model):
         return int(lo), int(hi)
 
 
+class KubeProxy(_Model):
+    # iptables: the seed's kube-proxy; nftables: kube-proxy's nftables mode (KEP-3866).
+    mode: Literal["iptables", "nftables"] = "iptables"
+
+
 class Lab(_Model):
     api_version: Literal["netlab/v1"] = Field("netlab/v1", alias="apiVersion")
     kind: Literal["Lab"] = "Lab"
@@ -183,6 +188,7 @@ class Lab(_Model):
     etcd: Etcd = Field(default_factory=Etcd)
     flannel: Flannel
     services: Services = Field(default_factory=Services)
+    kube_proxy: KubeProxy = Field(default_factory=KubeProxy, alias="kubeProxy")
     # Kubernetes manifests (Deployment apps/v1, Service v1, Pod v1) applied after `up`.
     workloads: list[dict[str, Any]] = Field(default_factory=list)
     # kube-controller-manager's --node-monitor-grace-period: a node whose lease is older is

@@ -7,9 +7,10 @@ is read with `nft -j` (JSON), never by parsing nft's human listing.
 from __future__ import annotations
 
 import json
+import subprocess
 
 from netlab.errors import KernelError
-from netlab.kernel.common import completed, run
+from netlab.kernel.common import run
 from netlab.kernel.netns import ns_exec_prefix
 
 
@@ -22,13 +23,15 @@ def nft_apply(netns: str | None, text: str) -> None:
 def nft_json(netns: str | None, *args: str) -> list[dict]:
     """`nft -j ARGS` as the list under "nftables" (metainfo dropped); [] if the object is
     missing (No such file or directory)."""
-    p = None
+    cmd = [*ns_exec_prefix(netns), "nft", "-j", *args]
     try:
-        p = completed([*ns_exec_prefix(netns), "nft", "-j", *args], what=f"nft -j {' '.join(args)}")
-    except KernelError as e:
-        if "No such file or directory" in str(e):
+        p = subprocess.run(cmd, capture_output=True, text=True)
+    except FileNotFoundError:
+        raise KernelError("nft: command not found (apt-get install nftables)") from None
+    if p.returncode != 0:
+        if "No such file or directory" in p.stderr:
             return []
-        raise
+        raise KernelError(f"nft -j {' '.join(args)} failed: {p.stderr.strip().splitlines()[0]}")
     return [o for o in json.loads(p.stdout).get("nftables", []) if "metainfo" not in o]
 
 

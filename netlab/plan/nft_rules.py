@@ -406,14 +406,24 @@ def _cond(rs: Ruleset, cond: str, pkt: Packet) -> bool:
 
 def trace(rs: Ruleset, pkt: Packet, hook: str = "prerouting") -> dict:
     """Where the first packet of a connection goes: {'rejected': bool, 'dnat': sorted
-    [(ip, port, masq)]}. hook 'prerouting' (from outside / a pod) or 'output' (the node)."""
-    filt = "filter-input" if pkt.dst in pkt.local else ("filter-output" if hook == "output" else "filter-forward")
-    rejected = any(r[0] == "reject" for c in ([filt, "filter-prerouting"] if hook == "prerouting" else [filt])
-                   for r in _verdict(rs, c, pkt, False))
-    nat = "nat-prerouting" if hook == "prerouting" else "nat-output"
-    dn = sorted({(r[1], r[2], r[3]) for r in _verdict(rs, nat, pkt, False) if r[0] == "dnat"})
-    if not dn and not rejected:
-        # not DNATed: a cluster IP's other ports are rejected after DNAT would have happened
-        rejected = any(r[0] == "reject" for r in _verdict(
-            rs, "filter-output-post-dnat" if hook == "output" else "filter-forward", pkt, False))
+    [(ip, port, masq)]}. hook 'prerouting' (from outside or a pod) or 'output' (from the
+    node itself). Filter chains run where their hooks and priorities put them: before
+    DNAT (filter-prerouting, filter-output) or after it (filter-input, filter-forward,
+    filter-output-post-dnat), which then see the endpoint as the destination."""
+    from dataclasses import replace
+
+    def rejects(chain: str, p: Packet) -> bool:
+        return any(r[0] == "reject" for r in _verdict(rs, chain, p, False))
+
+    pre, nat = ("filter-prerouting", "nat-prerouting") if hook == "prerouting" else ("filter-output", "nat-output")
+    rejected = rejects(pre, pkt)
+    outs = _verdict(rs, nat, pkt, False)
+    dn = sorted({(r[1], r[2], r[3]) for r in outs if r[0] == "dnat"})
+    for dst in {ip for ip, _, _ in dn} or {pkt.dst}:
+        after = replace(pkt, dst=dst)
+        if hook == "output":
+            post = "filter-output-post-dnat"
+        else:
+            post = "filter-input" if dst in pkt.local else "filter-forward"
+        rejected = rejected or rejects(post, after)
     return {"rejected": rejected, "dnat": dn}

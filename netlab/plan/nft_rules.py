@@ -34,7 +34,7 @@ from netlab.plan.proxy_rules import Endpoint, ServicePort
 
 __all__ = [
     "TABLE", "Contribution", "svc_chain", "ext_chain", "ep_chain", "contribution",
-    "full_text", "delta_text", "Ruleset", "ruleset", "trace", "MAPS",
+    "full_text", "delta_ops", "delta_text", "Ruleset", "ruleset", "trace", "MAPS",
 ]
 
 TABLE = "kube-proxy"
@@ -223,41 +223,54 @@ def full_text(contribs) -> str:
     return "\n".join(out) + "\n"
 
 
-def delta_text(changes) -> str:
-    """`nft -f` text turning each (old, new) Contribution pair into the new one.
-
-    Order inside the one transaction: new chains declared; changed and removed chains
+def delta_ops(changes) -> list[tuple[str, ...]]:
+    """The operations turning each (old, new) Contribution pair into the new one, in the
+    order one transaction must hold them: new chains declared; changed and removed chains
     flushed (which drops their jumps to endpoint chains); stale elements deleted; rules
     written; new elements added; removed chains deleted last, when nothing refers to them.
+
+    Each op is ("add_chain", c) | ("flush_chain", c) | ("delete_element", map, key) |
+    ("add_rule", c, rule) | ("add_element", map, key, value) | ("delete_chain", c).
     """
     add_chain, flush, del_el, rules, add_el, del_chain = [], [], [], [], [], []
-    t = f"{FAMILY} {TABLE}"
     for old, new in changes:
         old = old or Contribution()
         new = new or Contribution()
         for name, rs in new.chains.items():
             if name not in old.chains:
-                add_chain.append(f"add chain {t} {name}")
+                add_chain.append(("add_chain", name))
             elif old.chains[name] != rs:
-                flush.append(f"flush chain {t} {name}")
+                flush.append(("flush_chain", name))
             else:
                 continue
-            rules += [f"add rule {t} {name} {r}" for r in rs]
+            rules += [("add_rule", name, r) for r in rs]
         for name in old.chains:
             if name not in new.chains:
-                flush.append(f"flush chain {t} {name}")
-                del_chain.append(f"delete chain {t} {name}")
+                flush.append(("flush_chain", name))
+                del_chain.append(("delete_chain", name))
         for (m, k), v in old.elements.items():
             if new.elements.get((m, k)) != v:
-                del_el.append((m, k))
+                del_el.append(("delete_element", m, k))
         for (m, k), v in new.elements.items():
             if old.elements.get((m, k)) != v:
-                add_el.append((m, k, v))
-    out = add_chain + flush
-    out += [f"delete element {t} {m} {{ {k} }}" for m, k in del_el]
-    out += rules
-    out += [f"add element {t} {m} {_elements_text(m, [(k, v)])}" for m, k, v in add_el]
-    out += del_chain
+                add_el.append(("add_element", m, k, v))
+    return add_chain + flush + del_el + rules + add_el + del_chain
+
+
+def delta_text(changes) -> str:
+    """delta_ops() as one `nft -f` file (one transaction)."""
+    t = f"{FAMILY} {TABLE}"
+    out = []
+    for op, *args in delta_ops(changes):
+        if op == "add_element":
+            m, k, v = args
+            out.append(f"add element {t} {m} {_elements_text(m, [(k, v)])}")
+        elif op == "delete_element":
+            out.append(f"delete element {t} {args[0]} {{ {args[1]} }}")
+        elif op == "add_rule":
+            out.append(f"add rule {t} {args[0]} {args[1]}")
+        else:
+            out.append(f"{op.replace('_', ' ')} {t} {args[0]}")
     return "\n".join(out) + ("\n" if out else "")
 
 

@@ -52,9 +52,10 @@ def sync(n: int, repeat: int) -> dict:
         "runs": {"nft_raw": nraw, "nft_netlab": nnet, "iptables_raw": iraw, "iptables_netlab": inet},
     }
     base = row["raw_nft_load_rules_s"] if row["form"] == "rules" else row["raw_nft_load_vmap_s"]
+    vm = row["raw_nft_load_vmap_s"]
     row["nft_full_sync_ratio"] = row["nft_full_sync_s"] / base
     log(f"N={n}: nft full sync {row['nft_full_sync_s']:.2f}s ({row['nft_full_sync_ratio']:.2f}x raw "
-        f"{base:.2f}s; vmap form raw {row['raw_nft_load_vmap_s']:.2f}s); add/remove/endpoint "
+        f"{base:.2f}s; vmap form raw {'-' if vm is None else f'{vm:.2f}s'}); add/remove/endpoint "
         f"{row['nft_add_one_s'] * 1000:.1f}/{row['nft_remove_one_s'] * 1000:.1f}/"
         f"{row['nft_endpoint_change_s'] * 1000:.1f} ms (nft -f {row['raw_nft_f_add_one_s'] * 1000:.0f} ms, "
         f"iptables {row['iptables_add_one_s'] * 1000:.0f} ms)")
@@ -108,6 +109,16 @@ def latency(workers: int, changes: int, mode: str) -> dict:
     return res
 
 
+def run(sizes: list[int], workers: int, changes: int, with_latency: bool = True) -> dict:
+    out = {"uptime_before": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()}
+    out["sync"] = [sync(n, 1) for n in sizes]
+    if with_latency:
+        out["latency"] = [latency(workers, changes, m) for m in ("iptables", "nftables")]
+    out["uptime_after"] = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    log(f"load: {out['uptime_before']} -> {out['uptime_after']}")
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="N=1000 once, 3 workers, 10 changes")
@@ -117,14 +128,8 @@ def main() -> None:
     ap.add_argument("--no-latency", action="store_true")
     a = ap.parse_args()
     sizes = [int(x) for x in (a.sizes or ("1000" if a.quick else "1000,10000")).split(",")]
-    workers = a.latency_workers or (3 if a.quick else 10)
-    changes = a.changes or (10 if a.quick else 50)
-    out = {"uptime_before": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()}
-    out["sync"] = [sync(n, 1) for n in sizes]
-    if not a.no_latency:
-        out["latency"] = [latency(workers, changes, m) for m in ("iptables", "nftables")]
-    out["uptime_after"] = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-    log(f"load: {out['uptime_before']} -> {out['uptime_after']}")
+    out = run(sizes, a.latency_workers or (3 if a.quick else 10), a.changes or (10 if a.quick else 50),
+              not a.no_latency)
     print(json.dumps(out, indent=1))
 
 

@@ -13,6 +13,9 @@ Sections (each side by side with its baseline, measured in the same run):
   up         `netlab up` of the default lab until every seed curl answers; `netlab down`
   apiserver  `kubectl get pods` vs `netlab get pods` with 1,000 pods; watch-event latency
              (etcd write -> event on the API's watch stream; baseline: a raw etcd watch)
+  nft        kube-proxy's nftables mode (bench/nft.py): full sync and one change at 1,000 and
+             10,000 services against raw `nft -f` and the iptables mode in the same run;
+             programming latency with 10 workers in an iptables and an nftables lab
 Results go to bench/results/<section>.json; docs/performance.md is rebuilt from all of them.
 --quick: N = 100 only, fewer repetitions, 3 workers only. Needs root (see scripts/bench.sh).
 """
@@ -32,7 +35,7 @@ from pathlib import Path
 from bench.common import ROOT, log
 
 RESULTS = ROOT / "bench" / "results"
-SECTIONS = ("pods", "proxy", "latency", "dataplane", "up", "apiserver")
+SECTIONS = ("pods", "proxy", "latency", "dataplane", "up", "apiserver", "nft")
 
 
 def machine() -> dict:
@@ -78,6 +81,9 @@ def run_section(name: str, quick: bool) -> dict:
     if name == "apiserver":
         from bench import apiserver
         return apiserver.run(n=100 if quick else 1000, repeat=3 if quick else 5, changes=30 if quick else 100)
+    if name == "nft":
+        from bench import nft
+        return nft.run([1000] if quick else [1000, 10000], 3 if quick else 10, 10 if quick else 50)
     raise SystemExit(f"bench: unknown section {name!r} (choose from {', '.join(SECTIONS)})")
 
 

@@ -2,7 +2,8 @@
 
 Kernel features are tested for real in a scratch namespace (created and removed here), not
 guessed from module lists: a veth, a bridge, a VXLAN device, the br_netfilter sysctl, and an
-iptables-legacy-restore of rules using every match and target kube-proxy's rules need.
+iptables-legacy-restore of rules using every match and target kube-proxy's rules need, and an
+`nft -f` of kube-proxy's nftables table for one service.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ start-up time); the CLI itself is tested for what it prints and refuses.
 
 from __future__ import annotations
 
+import json
 import re
 import statistics
 import subprocess
@@ -267,6 +268,19 @@ def test_nft_table_has_the_seed_layout_and_no_iptables_rules(nft_lab, node):
     # nftables mode writes no iptables rule at all: no KUBE-* chain in any table
     ns = names.node_ns(nft_lab.name, node)
     assert "KUBE-" not in iptables.iptables_save(ns)
+
+
+def test_trace_reads_the_nftables_table(nft_lab):
+    doc = json.loads(nft_lab.cli("trace", "pod/web1", "svc/nginx-cluster-svc:80", "--endpoint", "10.1.79.11",
+                                 "-o", "json").stdout)
+    assert doc["verdict"]["result"] == "delivered" and doc["verdict"]["endpoint"] == "10.1.79.11:80", doc["verdict"]
+    steps = [(n["source"], n["chain"]) for h in doc["hops"] for n in h.get("netfilter", [])]
+    assert ("nftables", "services") in steps
+    assert ("nftables", "endpoint-D3XYDZIU-default/nginx-cluster-svc/tcp/__10.1.79.11/80") in steps
+    assert not any("not evaluated" in note for h in doc["hops"] for note in h.get("notes", []))
+    rej = json.loads(nft_lab.cli("trace", "kub-node-1", f"{cluster_ip(nft_lab, 'empty')}:80", "-o", "json",
+                                 check=False).stdout)
+    assert rej["verdict"]["reason"] == "rejected" and "kube-proxy" in rej["verdict"]["message"], rej["verdict"]
 
 
 def test_switching_the_mode_of_a_running_lab_is_refused(nft_lab, tmp_path):

@@ -77,7 +77,7 @@ def netlab(*args: str, timeout: float = 900, check: bool = True, env: dict | Non
     return sh(PY, "-m", "netlab", *args, timeout=timeout, check=check, env=env)
 
 
-def lab_file(name: str, workers: int | None = None, tmp: Path | None = None) -> Path:
+def lab_file(name: str, workers: int | None = None, tmp: Path | None = None, proxy_mode: str | None = None) -> Path:
     """The default lab renamed. With `workers`: that many fresh workers (kub-node-1..N), no
     workloads, no flannel reservations, and /22 node subnets so 1,000 pods fit on 4 nodes."""
     from netlab.labfile import default_lab_text
@@ -90,15 +90,17 @@ def lab_file(name: str, workers: int | None = None, tmp: Path | None = None) -> 
             {"name": f"kub-node-{i}", "ip": f"172.23.100.{4 + i}", "role": "worker"} for i in range(1, workers + 1)]
         doc["flannel"].pop("reservations", None)
         doc["flannel"]["SubnetLen"] = 22
+    if proxy_mode:
+        doc["kubeProxy"] = {"mode": proxy_mode}
     path = (tmp or Path(tempfile.mkdtemp(prefix="netlabbench"))) / f"{name}.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
 
 
 @contextlib.contextmanager
-def lab(name: str, workers: int | None) -> Iterator[Path]:
+def lab(name: str, workers: int | None, proxy_mode: str | None = None) -> Iterator[Path]:
     """A bench lab, up for the block and brought down (--purge) after it, whatever happens."""
-    path = lab_file(name, workers)
+    path = lab_file(name, workers, proxy_mode=proxy_mode)
     netlab("down", "--lab", name, "--purge", check=False)  # a previous run's leftovers
     try:
         netlab("up", "-f", str(path))

@@ -110,6 +110,23 @@ def goals(res: dict) -> str:
         rows.append(["programming latency p99, 10 workers", "≤ 100 ms", fmt(worst, "ms"), DASH, DASH, met(worst <= 100)])
     else:
         rows.append(["programming latency p99, 10 workers", "≤ 100 ms", DASH, DASH, DASH, DASH])
+    nf = next((r for r in _get(res, "nft", "data", "sync", default=[]) if r.get("services") == 10000), {})
+    if nf:
+        fs = nf.get("nft_full_sync_s")
+        raw = nf.get("raw_nft_load_rules_s") if nf.get("form") == "rules" else nf.get("raw_nft_load_vmap_s")
+        rows.append(["nftables full sync, 10,000 services", "≤ 2× raw `nft -f`, ≤ 1.5 s", fmt(fs, "s"),
+                     f"`nft -f` {fmt(raw, 's')}", ratio(fs, raw), met(None if not (fs and raw) else fs / raw <= 2 and fs <= 1.5)])
+        one = max(nf.get(k) for k in ("nft_add_one_s", "nft_remove_one_s", "nft_endpoint_change_s"))
+        ipt = max(nf.get(k) for k in ("iptables_add_one_s", "iptables_remove_one_s", "iptables_endpoint_change_s"))
+        rows.append(["nftables: one change at 10,000 (worst of add, remove, endpoint)", "≤ 20 ms", fmt(_ms(one), "ms"),
+                     f"iptables mode {fmt(_ms(ipt), 'ms')}", ratio(one, ipt), met(one <= 0.02)])
+    nl = next((r for r in _get(res, "nft", "data", "latency", default=[]) if r.get("mode") == "nftables"), None)
+    if nl:
+        il = next((r for r in _get(res, "nft", "data", "latency", default=[]) if r.get("mode") == "iptables"), {})
+        worst = max(_get(nl, k, "p99_ms", default=0) for k in ("service_created", "endpoints_changed"))
+        iw = max([_get(il, k, "p99_ms", default=0) for k in ("service_created", "endpoints_changed")], default=None)
+        rows.append([f"nftables programming latency p99, {nl.get('workers')} workers", "≤ 50 ms", fmt(worst, "ms"),
+                     f"iptables mode {fmt(iw, 'ms')}", ratio(worst, iw), met(worst <= 50)])
     dp = _get(res, "dataplane", "data", default={})
     cross = dp.get("pod_cross_node_gbps")
     # Issue 16: against a hand-built replica of the same path (veth, bridge, VXLAN, underlay);
@@ -170,6 +187,35 @@ def proxy_section(res: dict) -> str:
                   "raw: restore of one added service", "netlab: add one", "remove one", "endpoint change"], rows) + \
         f"\nMedians of {d.get('repeat', 1)} run(s), each in a fresh empty namespace; rule text generation alone " + \
         "(pure Python) takes " + ", ".join(f"{fmt(r.get('generate_s'), 's')} at {fmt(r['services'])}" for r in d.get("sizes", [])) + ".\n"
+
+
+def nft_section(res: dict) -> str:
+    d = _get(res, "nft", "data")
+    if not d:
+        return "Not measured yet.\n"
+    rows = []
+    for r in d.get("sync", []):
+        rows.append([fmt(r["services"]), r.get("form"), fmt(r.get("raw_nft_load_vmap_s"), "s"),
+                     fmt(r.get("raw_nft_load_rules_s"), "s"), fmt(r.get("nft_full_sync_s"), "s"),
+                     fmt(r.get("iptables_full_sync_s"), "s"),
+                     fmt(_ms(r.get("raw_nft_f_add_one_s")), "ms"),
+                     " / ".join(fmt(_ms(r.get(k)), "ms") for k in ("nft_add_one_s", "nft_remove_one_s", "nft_endpoint_change_s")),
+                     " / ".join(fmt(_ms(r.get(k)), "ms") for k in ("iptables_add_one_s", "iptables_remove_one_s",
+                                                                  "iptables_endpoint_change_s"))])
+    out = table(["services (×2 endpoints)", "form", "raw `nft -f`, vmap form", "raw `nft -f`, rule form",
+                 "netlab nftables full sync", "netlab iptables full sync", "`nft -f` of one added service",
+                 "nftables: add / remove / endpoint", "iptables: add / remove / endpoint"], rows)
+    lat = d.get("latency") or []
+    if lat:
+        out += "\n" + table(["mode", "workers", "change", "n", "p50", "p99", "max"], [
+            [r["mode"], r["workers"], k.replace("_", " "), _get(r, k, "n"), fmt(_get(r, k, "p50_ms"), "ms"),
+             fmt(_get(r, k, "p99_ms"), "ms"), fmt(_get(r, k, "max_ms"), "ms")]
+            for r in lat for k in ("service_created", "endpoints_changed")])
+    out += (f"\nOne run (`python -m bench.nft`), each sync phase in a fresh empty namespace; load average "
+            f"{d.get('uptime_before', '?').split('load average:')[-1].strip()} before and "
+            f"{d.get('uptime_after', '?').split('load average:')[-1].strip()} after. The vmap form is "
+            "loaded raw only up to 2,000 services (bench/nft_sync.py's VMAP_MAX).\n")
+    return out
 
 
 def _ms(v):
@@ -374,6 +420,7 @@ def render(res: dict, plots: dict[str, str] | None = None, notes: str | None = N
         "\n## 5. `netlab up` / `netlab down` of the default lab\n", up_section(res),
         "\n## 6. API server: kubectl against the lab\n", apiserver_section(res),
         "\n## 7. Cluster DNS: a Service change visible in DNS\n", dns_section(res),
+        "\n## 8. kube-proxy's nftables mode\n", nft_section(res),
         "\n## Profiles (py-spy, 200 Hz)\n", profiles_section(res),
     ]
     if cmds:

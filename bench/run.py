@@ -15,6 +15,9 @@ Sections (each side by side with its baseline, measured in the same run):
              (etcd write -> event on the API's watch stream; baseline: a raw etcd watch)
   dns        Service created/deleted -> answer/NXDOMAIN from the cluster DNS, p50/p99
              (baseline: a raw etcd watch seeing the same writes)
+  nft        kube-proxy's nftables mode (bench/nft.py): full sync and one change at 1,000 and
+             10,000 services against raw `nft -f` and the iptables mode in the same run;
+             programming latency with 10 workers in an iptables and an nftables lab
 Results go to bench/results/<section>.json; docs/performance.md is rebuilt from all of them.
 --quick: N = 100 only, fewer repetitions, 3 workers only. Needs root (see scripts/bench.sh).
 """
@@ -34,7 +37,7 @@ from pathlib import Path
 from bench.common import ROOT, log
 
 RESULTS = ROOT / "bench" / "results"
-SECTIONS = ("pods", "proxy", "latency", "dataplane", "up", "apiserver", "dns")
+SECTIONS = ("pods", "proxy", "latency", "dataplane", "up", "apiserver", "dns", "nft")
 
 
 def machine() -> dict:
@@ -83,6 +86,9 @@ def run_section(name: str, quick: bool) -> dict:
     if name == "dns":
         from bench import dns
         return dns.run(n=20 if quick else 40)
+    if name == "nft":
+        from bench import nft
+        return nft.run([1000] if quick else [1000, 10000], 3 if quick else 10, 10 if quick else 50)
     raise SystemExit(f"bench: unknown section {name!r} (choose from {', '.join(SECTIONS)})")
 
 

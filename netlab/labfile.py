@@ -213,6 +213,11 @@ class Dns(_Model):
         return v
 
 
+class KubeProxy(_Model):
+    # iptables: the seed's kube-proxy; nftables: kube-proxy's nftables mode (KEP-3866).
+    mode: Literal["iptables", "nftables"] = "iptables"
+
+
 class Lab(_Model):
     api_version: Literal["netlab/v1"] = Field("netlab/v1", alias="apiVersion")
     kind: Literal["Lab"] = "Lab"
@@ -223,6 +228,7 @@ class Lab(_Model):
     flannel: Flannel
     services: Services = Field(default_factory=Services)
     dns: Dns = Field(default_factory=Dns)
+    kube_proxy: KubeProxy = Field(default_factory=KubeProxy, alias="kubeProxy")
     # Kubernetes manifests (Deployment apps/v1, Service v1, Pod v1) applied after `up`.
     workloads: list[dict[str, Any]] = Field(default_factory=list)
     # kube-controller-manager's --node-monitor-grace-period: a node whose lease is older is

@@ -80,7 +80,7 @@ else
         [ip]=iproute2 [bridge]=iproute2 [iptables-legacy]=iptables [etcd]=etcd-server
         [etcdctl]=etcd-client [conntrack]=conntrack [curl]=curl [brctl]=bridge-utils
         [tcpdump]=tcpdump [route]=net-tools [ping]=iputils-ping [sysctl]=procps
-        [nsenter]=util-linux [setsid]=util-linux [python3]=python3 [dot]=graphviz
+        [nsenter]=util-linux [setsid]=util-linux [nft]=nftables [python3]=python3 [dot]=graphviz
         [kubectl]=kubernetes-client  # only when no kubectl is there (v1.32 on these machines)
     )
 fi

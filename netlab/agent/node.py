@@ -20,6 +20,7 @@ from netlab.agent.controllers import ControllersRole
 from netlab.agent.flannel import FlannelRole
 from netlab.agent.kubelet import KubeletRole
 from netlab.agent.lb import LoadBalancerRole
+from netlab.agent.nft_proxy import NftProxyRole
 from netlab.agent.proxy import ProxyRole
 from netlab.labfile import Lab
 from netlab.store import Store
@@ -79,7 +80,8 @@ class Agent:
         if self.node.name in [n.name for n in self.lab.flannel_nodes()]:
             roles.append(FlannelRole(self))
         if self.node.role == "worker":
-            roles += [KubeletRole(self), ProxyRole(self), LoadBalancerRole(self)]
+            proxy = NftProxyRole if self.lab.kube_proxy.mode == "nftables" else ProxyRole
+            roles += [KubeletRole(self), proxy(self), LoadBalancerRole(self)]
         else:
             roles.append(ControllersRole(self))
         return roles

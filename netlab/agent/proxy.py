@@ -384,7 +384,7 @@ class ProxyRole(Reconciler):
             self._relist()
         self._check_canary()
         with self._lock:
-            full = self._need_full or time.monotonic() - self._last_full >= FULL_SYNC_SECONDS
+            full = self._need_full or time.monotonic() - self._last_full >= self._full_sync_every()
             keys = None if full else set(self._changed)
             self._changed.clear()
             rev = self._cache_rev
@@ -412,6 +412,9 @@ class ProxyRole(Reconciler):
 
     def shutdown(self) -> None:
         self.health.sync({})
+
+    def _full_sync_every(self) -> float:
+        return FULL_SYNC_SECONDS
 
     def _full_sync(self, inputs: dict[SvcKey, Input | None], rev: int) -> None:
         t0 = time.perf_counter()

@@ -19,7 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from netlab import names
 from netlab.errors import KernelError
-from netlab.kernel import common, netns as kns
+from netlab.kernel import common, netns as kns, nft as knft
+from netlab.plan.nft_trace import NftRules
 from netlab.plan.trace import (FdbEntry, IptablesRules, Link, Namespace, Neighbour, Route, Snapshot,
                                Socket, Vxlan)
 
@@ -187,8 +188,10 @@ def read(lab: str, service_cidr: str | None = None, with_rules: bool = True) -> 
         if with_rules:
             ns.rules = [IptablesRules(rules.get(netns, ""))]
             for t in nft.get(netns, []):
-                # nftables mode (table ip kube-proxy): the RuleSource for it is not written yet.
-                ns.notes.append(f"nftables table {t} present: its rules are not evaluated by this trace")
+                if t == "ip kube-proxy":  # kubeProxy.mode nftables
+                    ns.rules.append(NftRules(knft.nft_json(netns, "list", "table", "ip", "kube-proxy")))
+                else:
+                    ns.notes.append(f"nftables table {t} present: its rules are not evaluated by this trace")
     for ns in snap.namespaces.values():  # a pod's node: where its eth0's peer lives
         if ns.role == "pod":
             for link in ns.links.values():

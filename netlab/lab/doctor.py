@@ -2,7 +2,8 @@
 
 Kernel features are tested for real in a scratch namespace (created and removed here), not
 guessed from module lists: a veth, a bridge, a VXLAN device, the br_netfilter sysctl, and an
-iptables-legacy-restore of rules using every match and target kube-proxy's rules need.
+iptables-legacy-restore of rules using every match and target kube-proxy's rules need, and an
+`nft -f` of kube-proxy's nftables table for one service.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import os
 import shutil
 from dataclasses import dataclass
 
-from netlab.kernel import iptables, netlink, netns
+from netlab.kernel import iptables, netlink, netns, nft
+from netlab.plan import nft_rules
+from netlab.plan.proxy_rules import Endpoint, ServicePort
 
 APT = "apt-get install -y"
 BINARIES = {
@@ -24,6 +27,7 @@ BINARIES = {
     "etcd": f"{APT} etcd-server",
     "etcdctl": f"{APT} etcd-client",
     "conntrack": f"{APT} conntrack",
+    "nft": f"{APT} nftables",
     "curl": f"{APT} curl",
 }
 
@@ -100,6 +104,15 @@ def _kernel_checks() -> list[Check]:
             out.append(Check("iptables nat, xt matches statistic/comment/addrtype/mark/conntrack", False,
                              str(e), "modprobe iptable_nat xt_statistic xt_comment xt_addrtype "
                              "xt_mark xt_conntrack nf_nat (and install iptables)"))
+        try:
+            # kube-proxy's nftables layout for one service (kubeProxy.mode nftables).
+            sp = ServicePort("default", "doctor", "", "TCP", "10.0.0.2", 80, 30000)
+            nft.nft_apply(ns, nft_rules.full_text([nft_rules.contribution([(sp, [Endpoint("10.0.0.1", 80)])])]))
+            out.append(Check("nftables: kube-proxy's table (nat, fib, numgen, reject, masquerade)", True))
+        except Exception as e:  # noqa: BLE001
+            out.append(Check("nftables: kube-proxy's table (nat, fib, numgen, reject, masquerade)", False, str(e),
+                             "install nftables; modprobe nf_tables nft_nat nft_fib_ipv4 nft_numgen "
+                             "nft_reject_ipv4 nft_masq (only kubeProxy.mode nftables needs it)"))
     finally:
         netns.netns_delete(ns)
     return out

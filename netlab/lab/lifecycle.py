@@ -83,6 +83,12 @@ class Up:
             self.result.was_up = names.lab_copy(self.name).exists()
             if self.result.was_up:
                 old = load_running_lab(self.name)
+                if old.kube_proxy.mode != self.lab.kube_proxy.mode:
+                    # Each mode owns different kernel objects on every worker: a switch in
+                    # place would leave the other mode's rules behind, so it is refused.
+                    raise UsageError(
+                        f"kubeProxy.mode: lab '{self.name}' runs kube-proxy in {old.kube_proxy.mode} mode, "
+                        f"not {self.lab.kube_proxy.mode}; run `netlab down --lab {self.name}` first")
                 merged = merge_running(old, self.lab)
                 if merged is None:
                     raise UsageError(f"lab '{self.name}' is already up with a different lab file; "

@@ -9,8 +9,9 @@ decapsulation, and socket lookup at the end. Pure: the caller (netlab/kernel/sna
 reads the kernel; nothing here does I/O.
 
 Netfilter rules come through the `RuleSource` interface: `IptablesRules` parses
-`iptables-save` text; an nftables source (table `ip kube-proxy`) plugs in by offering the
-same two methods (base chains per hook with their priorities, and evaluating one chain).
+`iptables-save` text; plan.nft_trace.NftRules reads kube-proxy's nftables table from
+`nft -j` JSON; both offer the same two methods (base chains per hook with their
+priorities, and evaluating one chain).
 """
 
 from __future__ import annotations
@@ -1228,8 +1229,9 @@ def trace(snap: Snapshot, src_ns: str, dst: str, dport: int | None = None, proto
         if snap.service_cidr and _in_net(w.hops[0].packet.dst, snap.service_cidr) and \
                 w.hops[-1].packet.dst == w.hops[0].packet.dst:
             first = w.exit_ns[0]
-            has_proxy = any(isinstance(r, IptablesRules) and r.tables.get("nat", {}).get("KUBE-SERVICES")
-                            and r.tables["nat"]["KUBE-SERVICES"].rules for r in first.rules)
+            has_proxy = any((isinstance(r, IptablesRules) and r.tables.get("nat", {}).get("KUBE-SERVICES")
+                             and r.tables["nat"]["KUBE-SERVICES"].rules)
+                            or getattr(r, "has_services", lambda: False)() for r in first.rules)
             why = ("a Service translates only its ip:port, not ICMP" if proto == "icmp" else
                    f"no rule for it on {first.label}" if has_proxy else
                    f"{first.label} has no kube-proxy rules")

@@ -9,6 +9,7 @@ start-up time); the CLI itself is tested for what it prints and refuses.
 
 from __future__ import annotations
 
+import json
 import re
 import statistics
 import subprocess
@@ -23,9 +24,10 @@ import yaml
 
 from netlab import labfile, names, store
 from netlab.api import pods, services
-from netlab.kernel import iptables
+from netlab.kernel import iptables, nft
 from netlab.kernel import netns as knetns
-from netlab.plan.proxy_rules import svc_chain
+from netlab.plan import nft_rules
+from netlab.plan.proxy_rules import ServicePort, svc_chain
 from tests.labkit import Lab, lab_doc, leftovers, new_lab_name, wait_for
 from tests.unit.test_proxy_rules import SEED_JUMP_LINES, SEED_NAT_LINES
 
@@ -48,10 +50,10 @@ def udp_pod(name: str, node: str) -> dict:
                ports=[{"name": "dns", "containerPort": 5353, "protocol": "UDP"}])
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory):
+def make_lab(tmp_path_factory, mode: str):
     assert Path(UDPECHO).exists(), f"{UDPECHO} missing: build it as scripts/setup.sh does"
-    lab = Lab(tmp_path_factory.mktemp("svc"), lab_doc(new_lab_name()))
+    edits = {"kubeProxy": {"mode": mode}} if mode != "iptables" else {}
+    lab = Lab(tmp_path_factory.mktemp("svc"), lab_doc(new_lab_name(), **edits))
     try:
         lab.up()
         st = lab.store()
@@ -70,10 +72,29 @@ def lab(tmp_path_factory):
         lab.cli("apply", "-f", "-", input=yaml.safe_dump_all([*others, *seed_svcs, empty]))
         lab.cli("expose", "pod", "solo", "--port", "80", "--type", "NodePort", "--name", "solo-np")
         lab.cli("expose", "pod", "udp1", "--port", "53", "--target-port", "dns", "--protocol", "UDP", "--name", "dns")
+        lab.mode = mode
         yield lab
     finally:
         lab.down("--purge", check=False)
         assert not any(leftovers(lab.name).values()), leftovers(lab.name)
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """The iptables-mode lab (the seed's kube-proxy)."""
+    yield from make_lab(tmp_path_factory, "iptables")
+
+
+@pytest.fixture(scope="module")
+def nft_lab(tmp_path_factory):
+    """The same lab with kubeProxy.mode nftables."""
+    yield from make_lab(tmp_path_factory, "nftables")
+
+
+@pytest.fixture(scope="module", params=["iptables", "nftables"])
+def any_lab(request):
+    """The seed's service tests (S11-S17) run against both proxy modes, one lab per mode."""
+    return request.getfixturevalue("lab" if request.param == "iptables" else "nft_lab")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -123,6 +144,23 @@ def nat_rules(lab: Lab, node: str) -> list[str]:
     return iptables.iptables(names.node_ns(lab.name, node), "-t", "nat", "-S").stdout.splitlines()
 
 
+def nft_table(lab: Lab, node: str) -> list[dict]:
+    """`nft -j list table ip kube-proxy` in a node ([] when there is none)."""
+    return nft.nft_json(names.node_ns(lab.name, node), "list", "table", "ip", "kube-proxy")
+
+
+def dnat_targets(lab: Lab, node: str) -> set[str]:
+    """Every "ip:port" the node's kube-proxy rules DNAT to, in either mode."""
+    if getattr(lab, "mode", "iptables") == "iptables":
+        return set(re.findall(r"--to-destination (\S+)", "\n".join(nat_rules(lab, node))))
+    out = set()
+    for o in nft_table(lab, node):
+        for e in o.get("rule", {}).get("expr", []):
+            if "dnat" in e:
+                out.add(f"{e['dnat']['addr']}:{e['dnat']['port']}")
+    return out
+
+
 def udp(lab: Lab, target: str, addr: str, sport: int | None = None, timeout: float = 1.0):
     extra = f" --sport {sport}" if sport else ""
     p = sh(lab, target, f"{UDPECHO} --send {addr} --timeout {timeout}{extra}")
@@ -170,23 +208,24 @@ def test_endpoints_listing(lab):
 
 # --------------------------------------------------------------------------- S11-S13
 @pytest.mark.parametrize("source", ["kub-node-1", "kub-node-2", "pod/web1", "pod/solo"])
-def test_cluster_ip_answers_from_every_endpoint(lab, source):
-    got = curl_many(lab, source, f"http://{SEED_CLUSTER_IP}:80/", 20)
+def test_cluster_ip_answers_from_every_endpoint(any_lab, source):
+    got = curl_many(any_lab, source, f"http://{SEED_CLUSTER_IP}:80/", 20)
     assert "" not in got, got
     assert set(got) == {"web1", "web2"}, got  # random balancing reaches both (miss: 2 in a million)
 
 
-def test_ping_cluster_ip_unanswered(lab):
-    p = sh(lab, "kub-node-1", f"ping -c 1 -W 1 {SEED_CLUSTER_IP}")
+def test_ping_cluster_ip_unanswered(any_lab):
+    p = sh(any_lab, "kub-node-1", f"ping -c 1 -W 1 {SEED_CLUSTER_IP}")
     assert p.returncode != 0 and " 0 received" in p.stdout
-    assert sh(lab, "kub-node-1", "ping -c 1 -W 1 10.1.79.11").returncode == 0  # the pod itself does answer
+    assert sh(any_lab, "kub-node-1", "ping -c 1 -W 1 10.1.79.11").returncode == 0  # the pod itself does answer
 
 
 @pytest.mark.parametrize("source", ["kub-node-0", "external"])
-def test_cluster_ip_gives_nothing_from_master_and_outside(lab, source):
-    p = sh(lab, source, f"curl -s -m 1 http://{SEED_CLUSTER_IP}:80/")
+def test_cluster_ip_gives_nothing_from_master_and_outside(any_lab, source):
+    p = sh(any_lab, source, f"curl -s -m 1 http://{SEED_CLUSTER_IP}:80/")
     assert p.returncode != 0 and "Hello" not in p.stdout
-    assert "KUBE-SERVICES" not in "\n".join(nat_rules(lab, "kub-node-0"))  # no kube-proxy on the master
+    assert "KUBE-SERVICES" not in "\n".join(nat_rules(any_lab, "kub-node-0"))  # no kube-proxy on the master
+    assert nft_table(any_lab, "kub-node-0") == []
 
 
 # --------------------------------------------------------------------------- S14
@@ -208,82 +247,138 @@ def test_nat_table_has_the_seed_layout(lab, node):
     assert f"-d {cluster_ip(lab, 'empty')}/32 -p tcp" in filt and "default/empty: has no endpoints" in filt
 
 
+@pytest.mark.parametrize("node", WORKERS)
+def test_nft_table_has_the_seed_layout_and_no_iptables_rules(nft_lab, node):
+    objs = nft_table(nft_lab, node)
+    maps = {o[k]["name"]: o[k] for o in objs for k in ("map", "set") if k in o}
+    chains = {o["chain"]["name"] for o in objs if "chain" in o}
+    assert maps["service-ips"]["type"] == ["ipv4_addr", "inet_proto", "inet_service"]
+    seed_svc = "service-WJHZ7DHR-default/nginx-cluster-svc/tcp/"
+    assert seed_svc == nft_rules.svc_chain(ServicePort("default", "nginx-cluster-svc", "", "TCP", SEED_CLUSTER_IP, 80))
+    got = {(tuple(e[0]["concat"]), e[1]["goto"]["target"]) for e in maps["service-ips"]["elem"]}
+    assert ((SEED_CLUSTER_IP, "tcp", 80), seed_svc) in got
+    nodeports = {(tuple(e[0]["concat"]), e[1]["goto"]["target"]) for e in maps["service-nodeports"]["elem"]}
+    assert (("tcp", 31295), "external-3VY6JS7U-default/nginx-nodeport-svc/tcp/") in nodeports
+    assert {"endpoint-E6MXB2JV-default/nginx-cluster-svc/tcp/__10.1.1.4/80",
+            "endpoint-D3XYDZIU-default/nginx-cluster-svc/tcp/__10.1.79.11/80", seed_svc} <= chains
+    (vm,) = [e["vmap"] for o in objs if o.get("rule", {}).get("chain") == seed_svc for e in o["rule"]["expr"]]
+    assert vm["key"] == {"numgen": {"mode": "random", "mod": 2, "offset": 0}}
+    no_ep = {tuple(e[0]["concat"]) for e in maps["no-endpoint-services"]["elem"]}
+    assert (cluster_ip(nft_lab, "empty"), "tcp", 80) in no_ep
+    # nftables mode writes no iptables rule at all: no KUBE-* chain in any table
+    ns = names.node_ns(nft_lab.name, node)
+    assert "KUBE-" not in iptables.iptables_save(ns)
+
+
+def test_trace_reads_the_nftables_table(nft_lab):
+    doc = json.loads(nft_lab.cli("trace", "pod/web1", "svc/nginx-cluster-svc:80", "--endpoint", "10.1.79.11",
+                                 "-o", "json").stdout)
+    assert doc["verdict"]["result"] == "delivered" and doc["verdict"]["endpoint"] == "10.1.79.11:80", doc["verdict"]
+    steps = [(n["source"], n["chain"]) for h in doc["hops"] for n in h.get("netfilter", [])]
+    assert ("nftables", "services") in steps
+    assert ("nftables", "endpoint-D3XYDZIU-default/nginx-cluster-svc/tcp/__10.1.79.11/80") in steps
+    assert not any("not evaluated" in note for h in doc["hops"] for note in h.get("notes", []))
+    rej = json.loads(nft_lab.cli("trace", "kub-node-1", f"{cluster_ip(nft_lab, 'empty')}:80", "-o", "json",
+                                 check=False).stdout)
+    assert rej["verdict"]["reason"] == "rejected" and "kube-proxy" in rej["verdict"]["message"], rej["verdict"]
+
+
+def test_switching_the_mode_of_a_running_lab_is_refused(nft_lab, tmp_path):
+    def table():  # without handles: a periodic full sync rewrites the table with new ones
+        def strip(o):
+            if isinstance(o, dict):
+                return {k: strip(v) for k, v in o.items() if k != "handle"}
+            return [strip(v) for v in o] if isinstance(o, list) else o
+        return strip(nft_table(nft_lab, "kub-node-1"))
+
+    before = table()
+    other = tmp_path / "ipt.yaml"
+    other.write_text(yaml.safe_dump({**nft_lab.doc, "kubeProxy": {"mode": "iptables"}}))
+    p = nft_lab.cli("up", "-f", str(other), check=False)
+    assert p.returncode == 2, p
+    err = [ln for ln in p.stderr.splitlines() if ln.startswith("error:")]
+    assert len(err) == 1 and "kubeProxy.mode" in err[0] and "nftables" in err[0], p.stderr
+    assert table() == before  # nothing changed
+    assert "KUBE-" not in iptables.iptables_save(names.node_ns(nft_lab.name, "kub-node-1"))
+
+
 # --------------------------------------------------------------------------- S15, S16
-def test_node_port_answers_on_every_worker_and_from_outside(lab):
+def test_node_port_answers_on_every_worker_and_from_outside(any_lab):
     for ip in (NODE_IP["kub-node-1"], NODE_IP["kub-node-2"]):
-        assert set(curl_many(lab, "external", f"http://{ip}:31295/", 12)) == {"web1", "web2"}
+        assert set(curl_many(any_lab, "external", f"http://{ip}:31295/", 12)) == {"web1", "web2"}
     # solo runs on kub-node-1 only: kub-node-2's port answers as well, from the outside and
     # from a node.
-    np_ = node_port(lab, "solo-np")
-    assert curl_many(lab, "external", f"http://{NODE_IP['kub-node-2']}:{np_}/", 3) == ["solo"] * 3
-    assert curl_many(lab, "kub-node-1", f"http://{NODE_IP['kub-node-2']}:{np_}/", 3) == ["solo"] * 3
+    np_ = node_port(any_lab, "solo-np")
+    assert curl_many(any_lab, "external", f"http://{NODE_IP['kub-node-2']}:{np_}/", 3) == ["solo"] * 3
+    assert curl_many(any_lab, "kub-node-1", f"http://{NODE_IP['kub-node-2']}:{np_}/", 3) == ["solo"] * 3
     # ...and the master, which runs no proxy, does not.
-    assert sh(lab, "external", f"curl -s -m 1 http://{NODE_IP['kub-node-0']}:{np_}/").returncode != 0
+    assert sh(any_lab, "external", f"curl -s -m 1 http://{NODE_IP['kub-node-0']}:{np_}/").returncode != 0
 
 
 @pytest.mark.parametrize("node", WORKERS)
-def test_node_port_client_sees_the_masqueraded_source(lab, node):
-    np_ = node_port(lab, "solo-np")
-    out = sh(lab, "external", f"curl -s -m 2 http://{NODE_IP[node]}:{np_}/").stdout
+def test_node_port_client_sees_the_masqueraded_source(any_lab, node):
+    np_ = node_port(any_lab, "solo-np")
+    out = sh(any_lab, "external", f"curl -s -m 2 http://{NODE_IP[node]}:{np_}/").stdout
     client = re.search(r"client address: ([\d.]+):", out).group(1)
-    assert client != lab.doc["nodeNetwork"]["gateway"], out
-    addrs = sh(lab, node, "ip -o -4 addr show").stdout
+    assert client != any_lab.doc["nodeNetwork"]["gateway"], out
+    addrs = sh(any_lab, node, "ip -o -4 addr show").stdout
     assert f" {client}/" in addrs, f"{client} is not an address of {node}:\n{addrs}"
 
 
-def test_hairpin_pod_reaches_itself_every_time(lab):
-    ip = cluster_ip(lab, "solo-np")
-    assert curl_many(lab, "pod/solo", f"http://{ip}:80/", 20) == ["solo"] * 20
+def test_hairpin_pod_reaches_itself_every_time(any_lab):
+    ip = cluster_ip(any_lab, "solo-np")
+    assert curl_many(any_lab, "pod/solo", f"http://{ip}:80/", 20) == ["solo"] * 20
 
 
 # --------------------------------------------------------------------------- no endpoints, UDP
 @pytest.mark.parametrize("source", ["kub-node-2", "pod/web1"])
-def test_service_without_endpoints_is_refused_at_once(lab, source):
-    ip = cluster_ip(lab, "empty")
+def test_service_without_endpoints_is_refused_at_once(any_lab, source):
+    ip = cluster_ip(any_lab, "empty")
     t0 = time.monotonic()
-    p = sh(lab, source, f"curl -s -m 5 http://{ip}:80/")
+    p = sh(any_lab, source, f"curl -s -m 5 http://{ip}:80/")
     took = time.monotonic() - t0
     assert p.returncode == 7, p  # "couldn't connect": refused, not timed out (28)
     # well before curl's 5 s limit (the bound includes starting the netlab CLI for exec)
     assert took < 4.0, took
 
 
-def test_udp_service(lab):
-    ip = cluster_ip(lab, "dns")
+def test_udp_service(any_lab):
+    ip = cluster_ip(any_lab, "dns")
     seen = set()
     for source in ("kub-node-1", "kub-node-2", "pod/web1", "pod/solo"):
         for _ in range(4):
-            who, p = udp(lab, source, f"{ip}:53")
+            who, p = udp(any_lab, source, f"{ip}:53")
             assert who in ("udp1", "udp2"), p
             seen.add(who)
     assert seen == {"udp1", "udp2"}
 
 
-def test_endpoint_change_reaches_rules_and_udp_flows_are_flushed(lab):
+def test_endpoint_change_reaches_rules_and_udp_flows_are_flushed(any_lab):
     """S17 for UDP: the pod a flow was pinned to goes; the same flow reaches the other pod.
 
     (Leaves one UDP pod: no later test uses them.)"""
-    ip = cluster_ip(lab, "dns")
+    ip = cluster_ip(any_lab, "dns")
     sport = 40053
-    who, p = udp(lab, "kub-node-2", f"{ip}:53", sport=sport)
+    who, p = udp(any_lab, "kub-node-2", f"{ip}:53", sport=sport)
     assert who in ("udp1", "udp2"), p
     for _ in range(3):  # one flow, one endpoint (conntrack keeps the choice)
-        assert udp(lab, "kub-node-2", f"{ip}:53", sport=sport)[0] == who
-    st = lab.store()
+        assert udp(any_lab, "kub-node-2", f"{ip}:53", sport=sport)[0] == who
+    st = any_lab.store()
     try:
         gone_ip = st.get(f"{store.PODS}default/{who}").value["status"]["podIP"]
-        lab.cli("delete", "pod", who)
+        assert all(f"{gone_ip}:5353" in dnat_targets(any_lab, n) for n in WORKERS)
+        any_lab.cli("delete", "pod", who)
 
         def sep_gone():
-            return all(f"--to-destination {gone_ip}:5353" not in "\n".join(nat_rules(lab, n)) for n in WORKERS)
-        wait_for(sep_gone, timeout=15, what=f"KUBE-SEP of {gone_ip} to leave both workers")
-        services.wait_proxies(st, labfile.parse_lab(lab.file.read_text()), st.revision(), 10)
+            return all(f"{gone_ip}:5353" not in dnat_targets(any_lab, n) for n in WORKERS)
+        wait_for(sep_gone, timeout=15, what=f"the endpoint chain of {gone_ip} to leave both workers")
+        services.wait_proxies(st, labfile.parse_lab(any_lab.file.read_text()), st.revision(), 10)
     finally:
         st.close()
     other = {"udp1", "udp2"} - {who}
     # Without the flush the flow would still point at the gone pod (no answer for minutes).
-    assert udp(lab, "kub-node-2", f"{ip}:53", sport=sport)[0] in other
-    assert lab.get_json("ep", "dns")["subsets"][0]["addresses"][0]["targetRef"]["name"] in other
+    assert udp(any_lab, "kub-node-2", f"{ip}:53", sport=sport)[0] in other
+    assert any_lab.get_json("ep", "dns")["subsets"][0]["addresses"][0]["targetRef"]["name"] in other
 
 
 # --------------------------------------------------------------------------- CLI: refusals

@@ -49,7 +49,7 @@ def test_render_goals_and_tables(tmp_path):
     assert "800 ms" in change_goal and "**missed**" in change_goal
     # Sections never measured say so instead of failing.
     assert "| programming latency p99, 10 workers | ≤ 100 ms | — |" in md
-    assert md.count("Not measured yet.") == 3  # latency, dataplane, up
+    assert md.count("Not measured yet.") == 4  # latency, dataplane, up, nft
     assert "`python -m bench.run --quick`" in md
     assert md.rstrip().endswith("The profile shows X.")
 
@@ -58,3 +58,20 @@ def test_write_creates_markdown(tmp_path):
     _results(tmp_path)
     out = report.write(tmp_path, tmp_path / "docs", plots=False)  # matplotlib is bench-only
     assert out.read_text().startswith("# Performance")
+
+
+def test_nft_goals_rows():
+    from bench import report
+
+    row = {"services": 10000, "form": "rules", "raw_nft_load_rules_s": 2.0, "raw_nft_load_vmap_s": None,
+           "nft_full_sync_s": 2.5, "nft_add_one_s": 0.03, "nft_remove_one_s": 0.001, "nft_endpoint_change_s": 0.01,
+           "iptables_add_one_s": 0.7, "iptables_remove_one_s": 0.6, "iptables_endpoint_change_s": 0.6}
+    lat = [{"mode": m, "workers": 10, "service_created": {"p99_ms": p}, "endpoints_changed": {"p99_ms": p}}
+           for m, p in (("iptables", 200.0), ("nftables", 40.0))]
+    md = report.goals({"nft": {"data": {"sync": [row], "latency": lat}}})
+    full = next(ln for ln in md.splitlines() if ln.startswith("| nftables full sync"))
+    assert "1.25×" in full and "**missed**" in full  # within 2x of raw, but over 1.5 s
+    one = next(ln for ln in md.splitlines() if ln.startswith("| nftables: one change"))
+    assert "30.0 ms" in one and "iptables mode 700 ms" in one and "**missed**" in one
+    lat_row = next(ln for ln in md.splitlines() if ln.startswith("| nftables programming latency"))
+    assert "40.0 ms" in lat_row and "**met**" in lat_row

@@ -38,6 +38,7 @@ def test_round_trip_through_yaml():
     (lambda d: d["etcd"].update(peerPort=2379), "etcd.peerPort: must differ from etcd.clientPort"),
     (lambda d: d["nodes"][1].update(name="pod-x"), "nodes[1].name: 'pod-x' is reserved"),
     (lambda d: d.update(extra=1), "extra: unknown field"),
+    (lambda d: d.update(kubeProxy={"mode": "ipvs"}), "kubeProxy.mode: 'ipvs' is not allowed"),
 ])
 def test_errors_name_the_field(edit, message):
     doc = yaml.safe_load(labfile.default_lab_text())

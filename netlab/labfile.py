@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import sys
 from importlib import resources
-from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from netlab import names
+from netlab import names, yamlin
 from netlab.errors import LabNotUp, UsageError
 
 SUPPORTED_WORKLOAD_KINDS = {("apps/v1", "Deployment"), ("v1", "Service"), ("v1", "Pod")}
@@ -430,12 +428,7 @@ def _format(err: ValidationError) -> str:
 
 
 def parse_lab(text: str, source: str = "lab file") -> Lab:
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark else ""
-        raise UsageError(f"{source}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+    data = yamlin.load_one(text, source)  # duplicate keys, bombs, depth: refused there
     if not isinstance(data, dict):
         raise UsageError(f"{source}: expected a mapping at the top level")
     try:
@@ -452,13 +445,8 @@ def load_lab(path: str | Path | None) -> Lab:
     if path is None:
         return parse_lab(default_lab_text(), "default lab")
     if str(path) == "-":
-        return parse_lab(sys.stdin.read(), "<stdin>")
-    p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as e:
-        raise UsageError(f"-f {path}: {e.strerror}") from None
-    return parse_lab(text, str(path))
+        return parse_lab(yamlin.read_file("-"), "<stdin>")
+    return parse_lab(yamlin.read_file(str(path)), str(path))
 
 
 def load_running(lab: str) -> Lab:

@@ -11,15 +11,12 @@ applying a file twice is a no-op because normalised specs are compared before wr
 from __future__ import annotations
 
 import copy
-import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
-import yaml
 
-from netlab import store
+from netlab import store, yamlin
 from netlab.api import deployments, pods, services
 from netlab.api.meta import matches, pod_gone, pod_ready
 from netlab.errors import NetlabError, NotFound, UsageError
@@ -157,22 +154,12 @@ class Doc:
 
 
 def read_text(path: str) -> str:
-    if path == "-":
-        return sys.stdin.read()
-    try:
-        return Path(path).read_text()
-    except OSError as e:
-        raise UsageError(f"-f {path}: {e.strerror}") from None
+    return yamlin.read_file(path)  # bounded, UTF-8 only
 
 
 def parse(text: str, source: str, namespace: str | None = None) -> list[Doc]:
     """Split a multi-document YAML text into Docs; checks kind, name, namespace and fields."""
-    try:
-        raw_docs = list(yaml.safe_load_all(text))
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark else ""
-        raise UsageError(f"{source}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+    raw_docs = yamlin.load_all(text, source)
     docs = []
     for i, raw in enumerate(raw_docs, 1):
         if raw is None:  # an empty document between two `---`
@@ -231,10 +218,7 @@ def load(files: list[str], namespace: str | None = None, check: bool = True) -> 
 
 def _parse_lenient(text: str, source: str, namespace: str | None) -> list[Doc]:
     """For delete -f: only kind and name matter (as kubectl delete -f)."""
-    try:
-        raw_docs = list(yaml.safe_load_all(text))
-    except yaml.YAMLError as e:
-        raise UsageError(f"{source}: not valid YAML: {getattr(e, 'problem', e)}") from None
+    raw_docs = yamlin.load_all(text, source)
     return [parse_doc(r, f"{source}: document {i}", namespace, check=False)
             for i, r in enumerate(raw_docs, 1) if r is not None]
 
@@ -288,9 +272,10 @@ def _dep_check(st: Store, lab, doc: Doc, cur: dict | None) -> None:
 
 
 def _check_node(lab, doc: Doc, node: str | None, path: str) -> None:
-    if node and not any(n.name == node for n in lab.nodes):
-        raise doc.err(f"{path}: '{node}' is not a node of lab {lab.name} "
-                      f"({', '.join(n.name for n in lab.nodes)})")
+    try:
+        pods.check_node(lab, node, path)
+    except UsageError as e:
+        raise doc.err(str(e)) from None
 
 
 def _dep_write(st: Store, lab, doc: Doc, cur: dict | None) -> str:

@@ -159,6 +159,21 @@ def validate_pod(obj: Any) -> dict:
     return {"apiVersion": "v1", "kind": "Pod", "metadata": out_meta, "spec": out_spec}
 
 
+def check_node(lab, node: str | None, path: str) -> None:
+    """spec.nodeName must name a worker of the running lab: the master runs no kubelet, so a
+    pod bound to it (or to no node at all) would stay Pending forever."""
+    if not node:
+        return
+    workers = [n.name for n in lab.nodes if n.role == "worker"]
+    if node in workers:
+        return
+    if any(n.name == node for n in lab.nodes):
+        raise UsageError(f"{path}: '{node}' is the master of lab {lab.name}, which runs no pods "
+                         f"(workers: {', '.join(workers) or 'none'})")
+    raise UsageError(f"{path}: '{node}' is not a node of lab {lab.name} "
+                     f"(workers: {', '.join(workers) or 'none'})")
+
+
 def new_pod(name: str, namespace: str = "default", *, command: list[str] | None = None,
             image: str | None = None, port: int | None = None, labels: dict | None = None,
             env: dict | None = None, node: str | None = None) -> dict:

@@ -17,8 +17,10 @@ import time
 import traceback
 from typing import Any, Callable
 
-import yaml
 from aiohttp import web
+
+from netlab import errors, yamlin
+from netlab.errors import UsageError
 
 from netlab.api.http import patch as P
 from netlab.api.http import protobuf
@@ -36,6 +38,19 @@ JSON_CT = "application/json"
 
 def _dumps(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode()
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise _DuplicateKey(f"the request body: duplicate key {yamlin.short(k)} in one object")
+        out[k] = v
+    return out
 
 
 def respond(obj: Any, code: int = 200) -> web.Response:
@@ -230,16 +245,22 @@ class Server:
         ct = request.headers.get("Content-Type", JSON_CT).split(";")[0].strip()
         try:
             if "yaml" in ct:
-                return yaml.safe_load(raw)
+                return yamlin.load_one(yamlin.decode(raw, "the request body"), "the request body")
             if "protobuf" in ct:
                 return protobuf.decode(raw)
-            return json.loads(raw)
+            return json.loads(yamlin.decode(raw, "the request body"), object_pairs_hook=_no_duplicates)
         except protobuf.ProtobufError as e:
             raise S.ApiError(415 if "not understood" in str(e) else 400, f"protobuf body: {e}",
                              "UnsupportedMediaType" if "not understood" in str(e) else "BadRequest") from None
-        except (ValueError, yaml.YAMLError) as e:
+        except (_DuplicateKey, UsageError) as e:
+            # A repeated key is a field error (kube's strict decoding names it), the rest a bad body.
+            if "duplicate key" in str(e):
+                raise S.ApiError(422, errors.one_line(str(e)), "Invalid",
+                                 causes=[{"reason": "FieldValueDuplicate", "message": str(e)}]) from None
+            raise S.ApiError(400, str(e)) from None
+        except ValueError as e:
             raise S.ApiError(400, f"the request body is not valid {'YAML' if 'yaml' in ct else 'JSON'}: "
-                                  f"{(str(e).splitlines() or [''])[0]}") from None
+                                  f"{errors.one_line((str(e).splitlines() or [''])[0])}") from None
         except RecursionError:
             raise S.ApiError(400, "the request body is nested too deeply") from None
 

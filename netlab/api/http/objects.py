@@ -253,10 +253,10 @@ class Api:
         return name, obj
 
     def _check_node(self, kind: str, name: str, node: str | None, path: str, group: str = "") -> None:
-        lab = self.lab
-        if node and not any(n.name == node for n in lab.nodes):
-            raise S.invalid(kind, name, f"{path}: '{node}' is not a node of lab {lab.name} "
-                                        f"({', '.join(n.name for n in lab.nodes)})", group)
+        try:
+            pods.check_node(self.lab, node, path)
+        except UsageError as e:
+            raise S.invalid(kind, name, str(e), group) from None
 
     def create(self, r: Resource, namespace: str | None, body: Any) -> dict:
         obj = incoming(r.name, body)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from netlab.errors import one_line
+
 REASONS = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound",
            405: "MethodNotAllowed", 406: "NotAcceptable", 409: "Conflict", 410: "Expired",
            413: "RequestEntityTooLarge", 415: "UnsupportedMediaType", 422: "Invalid",
@@ -82,5 +84,5 @@ def invalid(kind: str, name: str, message: str, group: str = "") -> ApiError:
     if field:
         cause["field"] = field
     text = f"{field}: Invalid value: {rest}" if field else message
-    return ApiError(422, f'{kind} "{name}" is invalid: {text}', "Invalid", name=name, kind=kind,
+    return ApiError(422, one_line(f'{kind} "{name}" is invalid: {text}'), "Invalid", name=name, kind=kind,
                     group=group, causes=[cause])

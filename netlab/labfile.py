@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from netlab import names, yamlin
 from netlab.errors import LabNotUp, UsageError
 
+DEFAULT_MAX_PODS = 110
 SUPPORTED_WORKLOAD_KINDS = {("apps/v1", "Deployment"), ("v1", "Service"), ("v1", "Pod")}
 
 
@@ -77,6 +78,9 @@ class Node(_Model):
     ip: str
     role: Literal["master", "worker"] = "worker"
     pod_range: PodRange = Field(default_factory=PodRange, alias="podRange")
+    # The kubelet's --max-pods: how many pods the scheduler binds here (also bounded by the
+    # node's IPAM range, see Lab.pod_capacity). Kubernetes' default is 110.
+    max_pods: int | None = Field(None, alias="maxPods", ge=1, le=65536)  # None: DEFAULT_MAX_PODS
 
     _ip = field_validator("ip", mode="before")(_ipv4)
 
@@ -344,6 +348,10 @@ class Lab(_Model):
                 if res and ipaddress.IPv4Address(val) not in ipaddress.IPv4Network(res):
                     raise _PathError(f"nodes[{i}].podRange.{alias}",
                                      f"{val} is not inside the node's reserved subnet {res}")
+            size = self.pod_range_size(n.name)
+            if n.max_pods is not None and n.max_pods > size:
+                raise _PathError(f"nodes[{i}].maxPods", f"{n.max_pods} is more than the {size} pod "
+                                 f"addresses of the node's IPAM range (a /{self.subnet_len} subnet)")
         return self
 
     # -- convenience -------------------------------------------------------------
@@ -373,6 +381,32 @@ class Lab(_Model):
     @property
     def prefixlen(self) -> int:
         return ipaddress.IPv4Network(self.node_network.cidr).prefixlen
+
+    @property
+    def subnet_len(self) -> int:
+        """The length of each node's flannel subnet (flannel's default: /24 in a /16)."""
+        fnet = ipaddress.IPv4Network(self.flannel.network)
+        return self.flannel.subnet_len or (24 if fnet.prefixlen < 24 else fnet.prefixlen + 2)
+
+    def pod_range_size(self, name: str) -> int:
+        """How many pod addresses host-local IPAM can give on the node: its subnet minus
+        network, gateway (.1) and broadcast, or its podRange within the subnet."""
+        n = self.node(name)
+        size = 1 << (32 - self.subnet_len)
+        net = int(ipaddress.IPv4Address(n.pod_range.range_start or n.pod_range.range_end or "0.0.0.0")) \
+            & ~(size - 1) & 0xFFFFFFFF
+        start = int(ipaddress.IPv4Address(n.pod_range.range_start)) if n.pod_range.range_start else net + 2
+        end = int(ipaddress.IPv4Address(n.pod_range.range_end)) if n.pod_range.range_end else net + size - 2
+        return max(0, end - max(start, net + 2) + 1)
+
+    def pod_capacity(self, name: str) -> int:
+        """Pods the scheduler may bind to a worker (0 on the master, which runs none)."""
+        n = self.node(name)
+        return 0 if n.role != "worker" else min(n.max_pods or DEFAULT_MAX_PODS, self.pod_range_size(name))
+
+    @property
+    def total_pod_capacity(self) -> int:
+        return sum(self.pod_capacity(n.name) for n in self.workers)
 
     def node(self, name: str) -> Node:
         for n in self.nodes:

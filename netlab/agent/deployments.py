@@ -3,7 +3,10 @@
 Runs in the master's agent. Level-triggered over /registry/deployments and /registry/pods:
 a deleted or Failed pod is replaced by a new pod (a new name, usually a new IP), extra pods
 are deleted, pods of an older template are replaced (rolling: old ready pods stay until the
-new ones are ready), pods whose deployment is gone are garbage-collected, and the status
+new ones are ready), pods whose deployment is gone are garbage-collected (through their
+ownerReferences), pods are created in slow-start batches (1, 2, 4, ..., at most 500 a sync)
+re-reading the deployment between batches so that its deletion stops creation at once, and
+the status
 (replicas, updatedReplicas, readyReplicas, availableReplicas) is written back. Pod names and
 the pod built from the template come from netlab/plan/deployments.py; pods are created and
 deleted through netlab/api/pods.py, and bound to nodes by the scheduler.
@@ -117,14 +120,31 @@ class DeploymentController(Reconciler):
             self.log.info("deployment %s: deleting pod %s", dep["metadata"]["name"],
                           it.value["metadata"]["name"])
             self._delete(it.value)
-        for _ in range(create):
-            self._create(dep)
+        # Slow start, as the ReplicaSet controller: batches of 1, 2, 4, ... and at most
+        # BURST_REPLICAS per sync (the rest on the next one, kicked below). Between batches
+        # the deployment is read again, so deleting or scaling it down stops creation at once.
+        burst = min(create, dl.BURST_REPLICAS)
+        for i, size in enumerate(dl.slow_start_batches(burst)):
+            if i and not self._still_wanted(item):
+                self.log.info("deployment %s: deleted or changed, creation stopped", dep["metadata"]["name"])
+                self.kick()
+                return
+            for _ in range(size):
+                self._create(dep)
+        if create > burst:
+            self.kick()
         if (dep.get("status") or {}) != status:
             new = copy.deepcopy(dep)
             new["status"] = status
             # CAS: a concurrent scale/apply wins; its watch event brings us back here.
             if not self.agent.store.update(item.key, new, item.mod_revision):
                 self.kick()
+
+    def _still_wanted(self, item) -> bool:
+        """Is the deployment still there, unchanged since this sync read it?"""
+        cur = self.agent.store.get(item.key)
+        return cur is not None and cur.value["metadata"]["uid"] == item.value["metadata"]["uid"] \
+            and cur.value["spec"] == item.value["spec"]
 
     def _create(self, dep: dict) -> None:
         for _ in range(10):  # a name clash of the 5 random characters: draw again

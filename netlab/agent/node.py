@@ -56,6 +56,9 @@ class Agent:
                 "addresses": [{"type": "InternalIP", "address": n.ip},
                               {"type": "Hostname", "address": n.name}],
                 "nodeInfo": {"kubeletVersion": "netlab", "operatingSystem": "linux"},
+                # What the scheduler may bind here (maxPods, bounded by the IPAM range).
+                "capacity": {"pods": str(self.lab.pod_capacity(n.name))},
+                "allocatable": {"pods": str(self.lab.pod_capacity(n.name))},
             },
         }
 

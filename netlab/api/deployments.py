@@ -24,6 +24,7 @@ from netlab.plan.deployments import (
     KIND,
     MAX_NAME,
     owns,
+    replicas_problem,
     selector_string,
     template_hash,
 )
@@ -97,6 +98,13 @@ def _pod_spec(spec: dict, dep_name: str, ns: str, labels: dict, path: str) -> di
         msg = msg.replace("spec.", path + ".", 1) if msg.startswith("spec.") else f"{path}: {msg}"
         raise UsageError(msg) from None
     return checked["spec"]
+
+
+def check_replicas(lab, replicas: int | None, path: str = "spec.replicas") -> None:
+    """Refuse a count far beyond what the lab can run (UsageError naming `path`)."""
+    why = replicas_problem(replicas, lab.total_pod_capacity)
+    if why:
+        raise UsageError(f"{path}: {why}")
 
 
 # --------------------------------------------------------------------------- store operations

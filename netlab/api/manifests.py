@@ -269,6 +269,10 @@ def _dep_check(st: Store, lab, doc: Doc, cur: dict | None) -> None:
         raise doc.err(f"spec.selector is immutable (is {deployments.selector_string(cur)}); "
                       "delete the deployment first")
     _check_node(lab, doc, doc.obj["spec"]["template"]["spec"].get("nodeName"), "spec.template.spec.nodeName")
+    try:
+        deployments.check_replicas(lab, doc.obj["spec"]["replicas"])
+    except UsageError as e:
+        raise doc.err(str(e)) from None
 
 
 def _check_node(lab, doc: Doc, node: str | None, path: str) -> None:

@@ -57,6 +57,7 @@ def scale(kind: str = typer.Argument(..., help="deployment"),
     with contextlib.ExitStack() as writing:
         lab_obj, st = cli.open_lab_writing(cli.lab_name(lab), writing)
         writing.callback(st.close)
+        deployments.check_replicas(lab_obj, replicas, "--replicas")
         deployments.scale(st, namespace, name, replicas)
     print(f"deployment.apps/{name} scaled")
     if not wait:

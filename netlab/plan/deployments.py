@@ -19,6 +19,36 @@ SAFE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 MAX_NAME = 63 - 1 - 10 - 1 - 5
 
 
+# The ReplicaSet controller's burstReplicas: at most this many pods created per sync.
+BURST_REPLICAS = 500
+# Refused outright (422 / exit 2 naming spec.replicas): beyond this, or beyond
+# CAPACITY_FACTOR times what the lab's workers can hold, a count is a typo, not a plan.
+MAX_REPLICAS = 10_000
+CAPACITY_FACTOR = 10
+
+
+def slow_start_batches(count: int, initial: int = 1) -> list[int]:
+    """The ReplicaSet controller's slowStartBatch sizes: 1, 2, 4, ... summing to `count`, so
+    a failing create costs one call, not `count`."""
+    out, size = [], initial
+    while count > 0:
+        out.append(min(size, count))
+        count -= out[-1]
+        size *= 2
+    return out
+
+
+def replicas_problem(replicas: int | None, capacity: int) -> str | None:
+    """Why a replica count is refused, or None. `capacity`: pods the lab's workers can hold."""
+    if replicas is None:
+        return None
+    limit = min(MAX_REPLICAS, CAPACITY_FACTOR * capacity)
+    if replicas > limit:
+        return (f"{replicas} is more than netlab allows ({limit}: at most {MAX_REPLICAS}, and at most "
+                f"{CAPACITY_FACTOR} times the {capacity} pods the lab's workers can hold)")
+    return None
+
+
 def _fnv32a(data: bytes) -> int:
     h = 0x811C9DC5
     for b in data:

@@ -282,6 +282,7 @@ class Api:
                 dep = deployments.normalise(obj)
                 self._check_node("Deployment", name, dep["spec"]["template"]["spec"].get("nodeName"),
                                  "spec.template.spec.nodeName", "apps")
+                deployments.check_replicas(self.lab, dep["spec"]["replicas"])
                 if not self.st.create(deployments.key(namespace, name), new_deployment(dep)):
                     raise S.already_exists("deployments", name, "apps")
             elif r.name == "namespaces":
@@ -369,6 +370,7 @@ class Api:
         desired = deployments.normalise(obj)
         self._check_node("Deployment", cur["metadata"]["name"],
                          desired["spec"]["template"]["spec"].get("nodeName"), "spec.template.spec.nodeName", "apps")
+        deployments.check_replicas(self.lab, desired["spec"]["replicas"])
         if deployments.same_desired(cur, desired):
             return
         spec = deployments._spec_for(desired, cur)
@@ -435,6 +437,10 @@ class Api:
                              name=name, kind="Scale", group="autoscaling",
                              causes=[{"reason": "FieldValueInvalid", "field": "spec.replicas",
                                       "message": "must be greater than or equal to 0"}])
+        try:
+            deployments.check_replicas(self.lab, replicas)
+        except UsageError as e:
+            raise S.invalid("Scale", name, str(e), "autoscaling") from None
         try:
             deployments.scale(self.st, namespace, name, replicas)
         except NotFound:

@@ -84,6 +84,16 @@ def open_lab_writing(lab: str, stack: contextlib.ExitStack) -> tuple[Lab, Store]
     return lab_obj, running.open_lab(lab)[1]
 
 
+@contextlib.contextmanager
+def writing_lab(lab: str):
+    """(lab, store) for the writes of one command, under the shared lab lock; the store is
+    closed and the lock released when the block ends (waits belong after it)."""
+    with contextlib.ExitStack() as stack:
+        lab_obj, st = open_lab_writing(lab, stack)
+        stack.callback(st.close)
+        yield lab_obj, st
+
+
 def _fmt(fmt: str) -> str:
     if fmt not in output.FORMATS:
         raise UsageError(f"-o: '{fmt}' is not one of {', '.join(output.FORMATS)}")

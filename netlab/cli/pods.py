@@ -53,8 +53,7 @@ def run(name: str = typer.Argument(..., help="The pod's name (a DNS label)."),
                        labels=_pairs(labels, "-l") or None, env=_pairs(env, "--env"), node=node)
     pods.validate_pod(pod)
     cli.need_root()
-    lab_obj, st = cli.open_lab(cli.lab_name(lab))
-    try:
+    with cli.writing_lab(cli.lab_name(lab)) as (lab_obj, st):
         if node:
             try:
                 n = lab_obj.node(node)
@@ -63,11 +62,14 @@ def run(name: str = typer.Argument(..., help="The pod's name (a DNS label)."),
             if n.role != "worker":
                 raise UsageError(f"--node: {node} is the master; pods run on workers")
         pods.create_pod(st, pod)
-        print(f"pod/{name} created")
-        if wait:
-            p = pods.wait_running(st, namespace, name, timeout)
-            s = p.get("status") or {}
-            print(f"pod/{name} {pods.status_text(p)} on {p['spec']['nodeName']}, IP {s.get('podIP')}")
+    print(f"pod/{name} created")
+    if not wait:
+        return
+    _, st = cli.open_lab(cli.lab_name(lab))  # the wait runs outside the lock
+    try:
+        p = pods.wait_running(st, namespace, name, timeout)
+        s = p.get("status") or {}
+        print(f"pod/{name} {pods.status_text(p)} on {p['spec']['nodeName']}, IP {s.get('podIP')}")
     finally:
         st.close()
 
@@ -98,11 +100,8 @@ def get_pods(a: "cli.GetArgs") -> None:
 
 
 def delete_pod(a: "cli.DeleteArgs") -> None:
-    _, st = cli.open_lab(a.lab)
-    try:
+    with cli.writing_lab(a.lab) as (_, st):
         gone = pods.delete_pod(st, a.namespace, a.name)
-    finally:
-        st.close()
     if gone is None:
         if a.ignore_not_found:
             return

@@ -37,13 +37,15 @@ def expose(kind: str = typer.Argument(..., help="pod or deployment"),
     if port is not None and not 1 <= port <= 65535:
         raise UsageError(f"--port: {port} is not a port (1-65535)")
     cli.need_root()
-    lab_obj, st = cli.open_lab(cli.lab_name(lab))
-    try:
+    with cli.writing_lab(cli.lab_name(lab)) as (lab_obj, st):
         svc, rev = services.expose(st, lab_obj, kind, name, namespace, port=port, target_port=target_port,
                                    type_=type_, svc_name=svc_name, node_port=node_port, protocol=protocol)
-        print(f"service/{svc['metadata']['name']} exposed")
-        if wait:
-            services.wait_in_place(st, lab_obj, svc, rev, timeout)
+    print(f"service/{svc['metadata']['name']} exposed")
+    if not wait:
+        return
+    lab_obj, st = cli.open_lab(cli.lab_name(lab))  # the wait runs outside the lock
+    try:
+        services.wait_in_place(st, lab_obj, svc, rev, timeout)
     finally:
         st.close()
 
@@ -71,15 +73,16 @@ def get_endpoints(args: "cli.GetArgs") -> None:
 
 
 def delete_service(args: "cli.DeleteArgs") -> None:
+    try:
+        with cli.writing_lab(args.lab) as (lab_obj, st):
+            _, rev = services.delete(st, args.namespace, args.name)
+    except NotFound:
+        if args.ignore_not_found:
+            return
+        raise
+    print(f'service "{args.name}" deleted')
     lab_obj, st = cli.open_lab(args.lab)
     try:
-        try:
-            _, rev = services.delete(st, args.namespace, args.name)
-        except NotFound:
-            if args.ignore_not_found:
-                return
-            raise
-        print(f'service "{args.name}" deleted')
         services.wait_proxies(st, lab_obj, rev)
     finally:
         st.close()

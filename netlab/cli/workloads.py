@@ -87,15 +87,16 @@ def get_deployments(args: "cli.GetArgs") -> None:
 
 
 def delete_deployment(args: "cli.DeleteArgs") -> None:
-    lab_obj, st = cli.open_lab(args.lab)
-    try:
+    with cli.writing_lab(args.lab) as (_, st):
         item = deployments.get(st, args.namespace, args.name)
         gone = deployments.delete(st, args.namespace, args.name)
-        if gone is None:
-            if args.ignore_not_found:
-                return
-            raise NotFound(f'deployments.apps "{args.name}" not found in namespace {args.namespace}')
-        print(f'deployment.apps "{args.name}" deleted')
+    if gone is None:
+        if args.ignore_not_found:
+            return
+        raise NotFound(f'deployments.apps "{args.name}" not found in namespace {args.namespace}')
+    print(f'deployment.apps "{args.name}" deleted')
+    lab_obj, st = cli.open_lab(args.lab)  # the waits run outside the lock
+    try:
         deployments.wait_pods_gone(st, args.namespace, gone, 60.0)
         labels = item.value["spec"]["template"]["metadata"].get("labels") or {} if item else {}
         manifests.wait_services(st, lab_obj, manifests.services_selecting(st, {args.namespace: [labels]}), 30.0)
@@ -105,9 +106,10 @@ def delete_deployment(args: "cli.DeleteArgs") -> None:
 
 def delete_files(args: "cli.DeleteArgs") -> None:
     docs = manifests.load(args.files, check=False)
+    with cli.writing_lab(args.lab) as (lab_obj, st):
+        res = manifests.delete(st, lab_obj, docs, report=print)
     lab_obj, st = cli.open_lab(args.lab)
     try:
-        res = manifests.delete(st, lab_obj, docs, report=print)
         manifests.wait_deleted(st, lab_obj, res, 60.0)
     finally:
         st.close()

@@ -16,7 +16,7 @@ import time
 from typing import Iterator
 
 from netlab import labfile, names
-from netlab.errors import LabBusy
+from netlab.errors import LabBusy, LabNotUp
 from netlab.labfile import Lab
 
 
@@ -48,5 +48,13 @@ def lab_lock(lab: str, wait: float | None = None, shared: bool = False) -> Itera
 def writing(lab: str) -> Iterator[Lab]:
     """For a command that writes objects: the shared lock, and the running lab read inside
     it (LabNotUp if a `down` removed it meanwhile, so nothing is written to a dying lab)."""
+    was_up = names.lab_copy(lab).exists()
     with lab_lock(lab, shared=True):
-        yield labfile.load_running(lab)
+        try:
+            running = labfile.load_running(lab)
+        except LabNotUp:
+            if was_up:  # it was up when we came: a `down` ran while we waited for the lock
+                raise LabNotUp(f"lab '{lab}' was removed by a concurrent `netlab down` while this "
+                               "command waited; nothing was written") from None
+            raise
+        yield running

@@ -27,8 +27,8 @@ from netlab.agent.kubelet.server import KubeletServer
 from netlab.api import pods as api_pods
 from netlab.api.http import auth
 from netlab.errors import NetlabError
-from netlab.kernel import netlink, netns, proc
-from netlab.plan import dns, flannel_leases, podrecord
+from netlab.kernel import iptables, netlink, netns, proc
+from netlab.plan import dns, etcd_guard, flannel_leases, podrecord
 from netlab.plan.ipam import HostLocal
 
 BRIDGE = "docker0"
@@ -116,10 +116,19 @@ class KubeletRole(Reconciler):
         if self.server is None:  # logs and exec for the API server (port 10250)
             self.server = KubeletServer(self.lab, self.node, self.host_ip)
             self.server.start()
+        self._guard_etcd()
         self._adopt()
         self.log.info("kubelet ready: subnet %s, gateway %s, MTU %d, IPAM %s-%s, %d pods adopted",
                       self.subnet, self.gateway, self.mtu, self.ipam.range_start,
                       self.ipam.range_end, len(self.pods))
+
+    def _guard_etcd(self) -> None:
+        """Reject pod traffic to etcd's ports (netlab/plan/etcd_guard.py says why)."""
+        lab = self.agent.lab
+        missing = [h for h in etcd_guard.HOOKS
+                   if iptables.iptables(None, "-C", h, "-j", etcd_guard.CHAIN).returncode != 0]
+        iptables.iptables_restore(None, etcd_guard.restore_text(
+            lab.flannel.network, lab.etcd_node.ip, (lab.etcd.client_port, lab.etcd.peer_port), missing))
 
     def _read_flannel(self) -> None:
         """Wait for flannel's subnet.env and docker0 (as dockerd does), then set up IPAM."""

@@ -260,10 +260,11 @@ class Lab(_Model):
             if not isinstance(doc, dict):
                 raise ValueError(f"[{i}] is not a mapping")
             key = (doc.get("apiVersion"), doc.get("kind"))
-            if key not in SUPPORTED_WORKLOAD_KINDS:
-                raise ValueError(f"[{i}]: apiVersion/kind {key[0]}/{key[1]} is not supported "
+            if not all(isinstance(k, str) for k in key) or key not in SUPPORTED_WORKLOAD_KINDS:
+                raise ValueError(f"[{i}]: apiVersion/kind {yamlin.short(key[0])}/{yamlin.short(key[1])} is not supported "
                                  "(Deployment apps/v1, Service v1, Pod v1)")
-            if not (doc.get("metadata") or {}).get("name"):
+            meta = doc.get("metadata")
+            if not isinstance(meta, dict) or not meta.get("name"):
                 raise ValueError(f"[{i}].metadata.name is required")
         return v
 

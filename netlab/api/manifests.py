@@ -174,8 +174,9 @@ def parse_doc(raw: Any, source: str, namespace: str | None = None, check: bool =
     api, kind = raw.get("apiVersion"), raw.get("kind")
     if not api or not kind:
         raise UsageError(f"{source}: apiVersion and kind are required ({SUPPORTED})")
-    if (api, kind) not in HONOURED:
-        raise UsageError(f"{source}: apiVersion/kind {api}/{kind} is not supported ({SUPPORTED})")
+    if not isinstance(api, str) or not isinstance(kind, str) or (api, kind) not in HONOURED:
+        raise UsageError(f"{source}: apiVersion/kind {yamlin.short(api)}/{yamlin.short(kind)} "
+                         f"is not supported ({SUPPORTED})")
     meta = raw.get("metadata")
     if not isinstance(meta, dict) or not meta.get("name"):
         raise UsageError(f"{source}: {KIND_WORD[kind]}: metadata.name: required")

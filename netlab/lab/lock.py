@@ -54,7 +54,7 @@ def writing(lab: str) -> Iterator[Lab]:
             running = labfile.load_running(lab)
         except LabNotUp:
             if was_up:  # it was up when we came: a `down` ran while we waited for the lock
-                raise LabNotUp(f"lab '{lab}' was removed by a concurrent `netlab down` while this "
-                               "command waited; nothing was written") from None
+                raise LabNotUp(f"lab '{lab}' is not up: a concurrent `netlab down` removed it while "
+                               "this command waited; nothing was written") from None
             raise
         yield running

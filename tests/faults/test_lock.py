@@ -88,15 +88,18 @@ def test_apply_racing_down_fails_with_one_line_and_writes_nothing(tmp_path):
                  what="down to take the lock")
         # --lab, not NETLAB_LAB=: `down` kills every process carrying NETLAB_LAB=<lab> (its mark)
         p = cli("apply", "-f", str(mf), "--no-wait", "--lab", lab.name, check=False)
+        r = cli("run", "racerpod", "--no-wait", "--lab", lab.name, check=False)
         assert down.wait(timeout=120) == 0, down.stderr.read()
-        assert p.returncode != 0, p.stdout
-        lines = p.stderr.strip().splitlines()
-        assert len(lines) == 1 and "is not up" in lines[0], (p.returncode, p.stdout, p.stderr)
-        assert "Traceback" not in p.stderr
+        for q in (p, r):
+            assert q.returncode != 0, q.stdout
+            lines = q.stderr.strip().splitlines()
+            assert len(lines) == 1 and "is not up" in lines[0], (q.returncode, q.stdout, q.stderr)
+            assert "Traceback" not in q.stderr
         # nothing written: the lab's etcd data (kept by a plain down) has no deployment 'racer'
         lab.up()
         got = lab.cli("get", "deploy", "racer", check=False)
         assert got.returncode != 0 and "not found" in (got.stderr + got.stdout)
+        assert lab.get_json("pods")["items"] == []
     finally:
         lab.down("--purge", check=False)
 

@@ -88,3 +88,15 @@ def test_absurd_replicas_are_refused_naming_spec_replicas():
     with pytest.raises(UsageError, match=r"^big.yaml: document 1: deployment big: spec.replicas: 100000 is more "
                                          r"than netlab allows \(2200: at most 10000"):
         manifests.KINDS["Deployment"].check_against(None, lab, docs[0], None)
+
+
+def test_etcd_guard_rules_reject_the_pod_network_only():
+    from netlab.plan import etcd_guard
+
+    text = etcd_guard.restore_text("10.1.0.0/16", "172.23.100.4", (2379, 2380), ["FORWARD"])
+    assert text.splitlines() == [
+        "*filter", ":NETLAB-ETCD - [0:0]",
+        "-A NETLAB-ETCD -s 10.1.0.0/16 -d 172.23.100.4/32 -p tcp -m multiport --dports 2379,2380 "
+        '-m comment --comment "netlab: pods may not reach etcd; use the API server" -j REJECT --reject-with tcp-reset',
+        "-I FORWARD 1 -j NETLAB-ETCD", "COMMIT"]
+    assert "-I" not in etcd_guard.restore_text("10.1.0.0/16", "172.23.100.4", (2379, 2380), [])

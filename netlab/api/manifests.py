@@ -590,4 +590,7 @@ def workload_docs(lab) -> list[Doc]:
         return []
     docs = docs_from_objects(lab.workloads, "workloads")
     validate(docs, lab)
+    for d in docs:  # the checks that need no store: a pod on the master, absurd replicas
+        if d.kind in ("Pod", "Deployment"):
+            KINDS[d.kind].check_against(None, lab, d, None)
     return docs

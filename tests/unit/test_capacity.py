@@ -100,3 +100,14 @@ def test_etcd_guard_rules_reject_the_pod_network_only():
         '-m comment --comment "netlab: pods may not reach etcd; use the API server" -j REJECT --reject-with tcp-reset',
         "-I FORWARD 1 -j NETLAB-ETCD", "COMMIT"]
     assert "-I" not in etcd_guard.restore_text("10.1.0.0/16", "172.23.100.4", (2379, 2380), [])
+
+
+def test_lab_file_workloads_get_the_same_checks_before_anything_is_touched():
+    doc = yaml.safe_load(labfile.default_lab_text())
+    doc["workloads"][0]["spec"]["replicas"] = 100000
+    with pytest.raises(UsageError, match=r"^workloads\[0\]: deployment my-nginx8: spec.replicas: 100000 is more"):
+        manifests.workload_docs(labfile.parse_lab(yaml.safe_dump(doc)))
+    doc["workloads"][0]["spec"]["replicas"] = 2
+    doc["workloads"][0]["spec"]["template"]["spec"]["nodeName"] = "kub-node-0"
+    with pytest.raises(UsageError, match=r"spec.template.spec.nodeName: 'kub-node-0' is the master"):
+        manifests.workload_docs(labfile.parse_lab(yaml.safe_dump(doc)))

@@ -123,12 +123,13 @@ def _manifest() -> list[dict]:
 
 
 @contextlib.contextmanager
-def in_lab() -> Iterator[dict[str, tuple[None, list[str], str]]]:
+def in_lab(name: str = LAB, proxy_mode: str | None = None) -> Iterator[dict[str, tuple[None, list[str], str]]]:
     """iperf3 server in a pod on kub-node-1; client pods on the same node and on kub-node-2."""
     from bench.common import store
     from netlab import names
 
-    with lab(LAB, 2) as path:
+    LAB = name  # noqa: N806 - the lab this block measures
+    with lab(LAB, 2, proxy_mode=proxy_mode) as path:
         m = path.with_name("iperf.yaml")
         m.write_text(yaml.safe_dump_all(_manifest()))
         netlab("apply", "-f", str(m), "--timeout", "60", env={"NETLAB_LAB": LAB})

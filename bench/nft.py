@@ -9,6 +9,7 @@
    iptables-legacy-restore and netlab's ProxyRole) for the same N.
 2. Programming latency (etcd write -> every worker's proxy reports the rules) with W
    workers, in an iptables lab and then an nftables lab: service created, endpoints changed.
+3. Data path: iperf3 through a ClusterIP across nodes in an iptables and an nftables lab.
 Prints one JSON document (stdout) and a summary (stderr), with `uptime` before and after.
 """
 
@@ -109,11 +110,32 @@ def latency(workers: int, changes: int, mode: str) -> dict:
     return res
 
 
+def dataplane(seconds: int, repeat: int) -> dict:
+    """iperf3 through a ClusterIP (pod on kub-node-2 -> service -> pod on kub-node-1) in an
+    iptables lab and an nftables lab, both up at once, rounds alternating."""
+    from bench.dataplane import in_lab, iperf
+
+    up0 = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    with in_lab("benchdpipt", "iptables") as ipt, in_lab("benchdpnft", "nftables") as nf:
+        runs = {"iptables": [], "nftables": []}
+        for _ in range(repeat):
+            for mode, paths in (("iptables", ipt), ("nftables", nf)):
+                srv, cli, addr = paths["cluster_ip_gbps"]
+                runs[mode].append(iperf(srv, cli, addr, seconds))
+    out = {"seconds": seconds, "repeat": repeat, "runs": runs, "uptime_before": up0,
+           "uptime_after": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
+           "iptables_cluster_ip_gbps": median(runs["iptables"]), "nftables_cluster_ip_gbps": median(runs["nftables"])}
+    log(f"ClusterIP iperf3: iptables {out['iptables_cluster_ip_gbps']:.2f}, nftables "
+        f"{out['nftables_cluster_ip_gbps']:.2f} Gbit/s")
+    return out
+
+
 def run(sizes: list[int], workers: int, changes: int, with_latency: bool = True) -> dict:
     out = {"uptime_before": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()}
     out["sync"] = [sync(n, 1) for n in sizes]
     if with_latency:
         out["latency"] = [latency(workers, changes, m) for m in ("iptables", "nftables")]
+        out["dataplane"] = dataplane(5, 3)
     out["uptime_after"] = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     log(f"load: {out['uptime_before']} -> {out['uptime_after']}")
     return out

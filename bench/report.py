@@ -211,6 +211,14 @@ def nft_section(res: dict) -> str:
             [r["mode"], r["workers"], k.replace("_", " "), _get(r, k, "n"), fmt(_get(r, k, "p50_ms"), "ms"),
              fmt(_get(r, k, "p99_ms"), "ms"), fmt(_get(r, k, "max_ms"), "ms")]
             for r in lat for k in ("service_created", "endpoints_changed")])
+    dp = d.get("dataplane") or {}
+    if dp:
+        out += "\n" + table(["ClusterIP iperf3, pod on kub-node-2 -> pod on kub-node-1", "median", "runs"], [
+            [m, fmt(dp.get(f"{m}_cluster_ip_gbps"), "Gbit/s"), ", ".join(fmt(x, digits=2) for x in dp["runs"][m])]
+            for m in ("iptables", "nftables")])
+        out += (f"\nThroughput: {dp.get('repeat')} alternating rounds of {dp.get('seconds')} s in two labs up at once, "
+                f"load average {dp.get('uptime_before', '').split('load average:')[-1].strip()} before; "
+                "the spread between rounds is the machine's, not the mode's.\n")
     out += (f"\nOne run (`python -m bench.nft`), each sync phase in a fresh empty namespace; load average "
             f"{d.get('uptime_before', '?').split('load average:')[-1].strip()} before and "
             f"{d.get('uptime_after', '?').split('load average:')[-1].strip()} after. The vmap form is "

@@ -127,6 +127,11 @@ def goals(res: dict) -> str:
         iw = max([_get(il, k, "p99_ms", default=0) for k in ("service_created", "endpoints_changed")], default=None)
         rows.append([f"nftables programming latency p99, {nl.get('workers')} workers", "≤ 50 ms", fmt(worst, "ms"),
                      f"iptables mode {fmt(iw, 'ms')}", ratio(worst, iw), met(worst <= 50)])
+    ndp = _get(res, "nft", "data", "dataplane", default={}) or {}
+    if ndp:
+        a, b = ndp.get("nftables_cluster_ip_gbps"), ndp.get("iptables_cluster_ip_gbps")
+        rows.append(["nftables ClusterIP throughput (iperf3, across nodes)", "≥ iptables mode", fmt(a, "Gbit/s"),
+                     f"iptables mode {fmt(b, 'Gbit/s')}", ratio(a, b), met(None if not (a and b) else a >= b)])
     dp = _get(res, "dataplane", "data", default={})
     cross = dp.get("pod_cross_node_gbps")
     # Issue 16: against a hand-built replica of the same path (veth, bridge, VXLAN, underlay);

@@ -117,6 +117,14 @@ def ext_chain(sp: ServicePort) -> str:
     return "external-" + _hash8(_base(sp))
 
 
+def local_chain(sp: ServicePort) -> str:
+    return "local-" + _hash8(_base(sp))
+
+
+def fw_chain(sp: ServicePort) -> str:
+    return "firewall-" + _hash8(_base(sp))
+
+
 def ep_chain(sp: ServicePort, ep: Endpoint) -> str:
     return "endpoint-" + _hash8(f"{_base(sp)}__{ep.ip}/{ep.port}")
 
@@ -139,38 +147,79 @@ def contribution(ports: list[tuple[ServicePort, list[Endpoint]]] | tuple, *, vma
     """
     chains: dict[str, tuple[str, ...]] = {}
     elements: dict[tuple[str, str], str] = {}
+
+    def choose(name: str, eps: list[Endpoint], sp: ServicePort) -> None:
+        names = [ep_chain(sp, ep) for ep in eps]
+        n = len(eps)
+        if vmap:
+            chains[name] = (f"numgen random mod {n} vmap {{ "
+                            + ", ".join(f"{i} : goto {c}" for i, c in enumerate(names)) + " }",)
+        else:
+            chains[name] = tuple(f"numgen random mod {n - i} == 0 goto {c}" if i < n - 1 else f"goto {c}"
+                                 for i, c in enumerate(names))
+
     for sp, eps in ports:
         if sp.protocol not in _PROTOCOLS:
             raise ValueError(f"{sp.service_port_name}: unsupported protocol {sp.protocol!r}")
         p = _PROTOCOLS[sp.protocol]
         eps = sorted(set(eps), key=lambda e: (socket.inet_aton(e.ip), e.port))
+        local_eps = [e for e in eps if e.local]
+        svc, loc, ext = svc_chain(sp), local_chain(sp), ext_chain(sp)
+        external = bool(sp.node_port or sp.lb_ip)
+        # kube-proxy's traffic policies: the chain each kind of traffic goes to, and whether
+        # it has endpoints there. No endpoints at all: reject; none local under a Local
+        # policy: drop (the service exists, but not here).
+        none = "goto reject-chain" if not eps else "drop"
+        internal_chain = loc if sp.internal_local else svc
+        has_internal = bool(local_eps) if sp.internal_local else bool(eps)
+        external_chain = loc if sp.external_local else svc
+        has_external = bool(local_eps) if sp.external_local else bool(eps)
+
         elements[("cluster-ips", sp.cluster_ip)] = ""
         key = f"{sp.cluster_ip} . {p} . {sp.port}"
-        if not eps:
-            elements[("no-endpoint-services", key)] = "goto reject-chain"
-            if sp.node_port:
-                elements[("no-endpoint-nodeports", f"{p} . {sp.node_port}")] = "goto reject-chain"
-            continue
-        svc = svc_chain(sp)
-        elements[("service-ips", key)] = f"goto {svc}"
-        if sp.node_port:
-            ext = ext_chain(sp)
-            elements[("service-nodeports", f"{p} . {sp.node_port}")] = f"goto {ext}"
-            # Node-port traffic may leave for another node: masqueraded so replies return here.
-            chains[ext] = ("jump mark-for-masquerade", f"goto {svc}")
-        names = [ep_chain(sp, ep) for ep in eps]
-        n = len(eps)
-        if vmap:
-            chains[svc] = (f"numgen random mod {n} vmap {{ "
-                           + ", ".join(f"{i} : goto {c}" for i, c in enumerate(names)) + " }",)
+        if has_internal:
+            elements[("service-ips", key)] = f"goto {internal_chain}"
         else:
-            chains[svc] = tuple(f"numgen random mod {n - i} == 0 goto {c}" if i < n - 1 else f"goto {c}"
-                                for i, c in enumerate(names))
-        for ep, c in zip(eps, names):
+            elements[("no-endpoint-services", key)] = none
+        if eps and external:
+            if sp.lb_ip:
+                elements[("service-ips", f"{sp.lb_ip} . {p} . {sp.port}")] = f"goto {ext}"
+            if sp.node_port:
+                elements[("service-nodeports", f"{p} . {sp.node_port}")] = f"goto {ext}"
+        if not has_external:
+            if sp.lb_ip:
+                elements[("no-endpoint-services", f"{sp.lb_ip} . {p} . {sp.port}")] = none
+            if sp.node_port:
+                elements[("no-endpoint-nodeports", f"{p} . {sp.node_port}")] = none
+        if not eps:
+            continue
+        if external:
+            if not sp.external_local:
+                # Traffic from outside may leave for another node: masqueraded so replies return here.
+                rules = ["jump mark-for-masquerade"]
+            else:
+                # Local: the client's address is kept; pods and the node itself still reach
+                # every endpoint (kube-proxy's short-circuit rules).
+                rules = [f"ip saddr {sp.cluster_cidr} goto {svc}"] if sp.cluster_cidr else []
+                rules += ["fib saddr type local jump mark-for-masquerade", f"fib saddr type local goto {svc}"]
+            if has_external:
+                rules.append(f"goto {external_chain}")
+            chains[ext] = tuple(rules)
+            if sp.lb_ip and sp.source_ranges:
+                elements[("firewall-ips", f"{sp.lb_ip} . {p} . {sp.port}")] = f"goto {fw_chain(sp)}"
+                chains[fw_chain(sp)] = (f"ip saddr != {{ {', '.join(sp.source_ranges)} }} drop",)
+        used: list[Endpoint] = []
+        if not sp.internal_local or external:
+            choose(svc, eps, sp)
+            used = list(eps)
+        if local_eps and (sp.internal_local or sp.external_local):
+            choose(loc, local_eps, sp)
+            used += [e for e in local_eps if e not in used]
+        for ep in used:
             # Hairpin: a pod reaching itself through its service is SNATed, or the reply
             # would bypass conntrack's reverse DNAT.
-            chains[c] = (f"ip saddr {ep.ip} jump mark-for-masquerade",
-                         f"meta l4proto {p} dnat to {ep.ip}:{ep.port}")
+            chains[ep_chain(sp, ep)] = (f"ip saddr {ep.ip} jump mark-for-masquerade",
+                                        f"meta l4proto {p} dnat to {ep.ip}:{ep.port}")
     return Contribution(chains, elements)
 
 
@@ -356,6 +405,9 @@ def _verdict(rs: Ruleset, chain: str, pkt: Packet, masq: bool, depth: int = 0):
             if action.startswith("reject"):
                 outs.append(("reject",))
                 return
+            if action == "drop":
+                outs.append(("drop",))
+                return
             if action == "return":
                 outs.append(("return", masq))
                 return
@@ -368,11 +420,11 @@ def _verdict(rs: Ruleset, chain: str, pkt: Packet, masq: bool, depth: int = 0):
 
 def _split(rule: str) -> tuple[str, str]:
     rule = re.sub(r' comment "[^"]*"$', "", rule)
-    for word in (" vmap @", " goto ", " jump ", " dnat to ", " reject", " return"):
+    for word in (" vmap @", " goto ", " jump ", " dnat to ", " reject", " return", " drop"):
         i = rule.find(word)
         if i >= 0:
             return rule[:i], rule[i + 1:]
-    for word in ("goto ", "jump ", "reject", "return"):
+    for word in ("goto ", "jump ", "reject", "return", "drop"):
         if rule.startswith(word):
             return "", rule
     return rule, ""
@@ -394,6 +446,16 @@ def _cond(rs: Ruleset, cond: str, pkt: Packet) -> bool:
             if pkt.dst not in pkt.local:
                 return False
             i += 4
+        elif toks[i:i + 4] == ["fib", "saddr", "type", "local"]:
+            if pkt.src not in pkt.local:
+                return False
+            i += 4
+        elif toks[i:i + 4] == ["ip", "saddr", "!=", "{"]:
+            end = toks.index("}", i)
+            nets = [t.rstrip(",") for t in toks[i + 4:end] if t.rstrip(",")]
+            if any(ipaddress.ip_address(pkt.src) in ipaddress.ip_network(n, strict=False) for n in nets):
+                return False
+            i = end + 1
         elif toks[i:i + 2] == ["ct", "state"]:
             i += 3  # every traced packet is the first of its connection
         elif toks[i:i + 3] == ["ip", "daddr", "!="]:
@@ -421,15 +483,20 @@ def _cond(rs: Ruleset, cond: str, pkt: Packet) -> bool:
 
 
 def trace(rs: Ruleset, pkt: Packet, hook: str = "prerouting") -> dict:
-    """Where the first packet of a connection goes: {'rejected': bool, 'dnat': sorted
-    [(ip, port, masq)]}. hook 'prerouting' (from outside or a pod) or 'output' (from the
+    """Where the first packet of a connection goes: {'rejected': bool, 'dropped': bool,
+    'dnat': sorted [(ip, port, masq)]}. hook 'prerouting' (from outside or a pod) or 'output' (from the
     node itself). Filter chains run where their hooks and priorities put them: before
     DNAT (filter-prerouting, filter-output) or after it (filter-input, filter-forward,
     filter-output-post-dnat), which then see the endpoint as the destination."""
     from dataclasses import replace
 
+    dropped = False
+
     def rejects(chain: str, p: Packet) -> bool:
-        return any(r[0] == "reject" for r in _verdict(rs, chain, p, False))
+        nonlocal dropped
+        outs = _verdict(rs, chain, p, False)
+        dropped = dropped or any(r[0] == "drop" for r in outs)
+        return any(r[0] == "reject" for r in outs)
 
     pre, nat = ("filter-prerouting", "nat-prerouting") if hook == "prerouting" else ("filter-output", "nat-output")
     rejected = rejects(pre, pkt)
@@ -442,4 +509,4 @@ def trace(rs: Ruleset, pkt: Packet, hook: str = "prerouting") -> dict:
         else:
             post = "filter-input" if dst in pkt.local else "filter-forward"
         rejected = rejected or rejects(post, after)
-    return {"rejected": rejected, "dnat": dn}
+    return {"rejected": rejected, "dropped": dropped, "dnat": dn}

@@ -49,6 +49,8 @@ def _render(e) -> str:
         return " . ".join(_render(x) for x in v)
     if k == "prefix":
         return f"{v['addr']}/{v['len']}"
+    if k == "set":
+        return "{ " + ", ".join(_render(x) for x in v) + " }"
     if k == "numgen":
         return f"numgen {v['mode']} mod {v['mod']}"
     if k == "vmap":
@@ -144,7 +146,8 @@ class NftRules:
             if k == "ct" and v["key"] == "state":
                 return "new"  # a trace follows a connection's first packet
             if k == "fib" and v.get("result") == "type":
-                return "local" if pkt.dst in env.local else "unicast"
+                addr = pkt.src if "saddr" in v.get("flags", []) else pkt.dst
+                return "local" if addr in env.local else "unicast"
             if k == "concat":
                 return " . ".join(str(self._value(x, pkt, env)) for x in v)
             if k in ("&", "|", "^"):
@@ -157,9 +160,12 @@ class NftRules:
         right = m["right"]
         if isinstance(right, str) and right.startswith("@"):
             ok = str(left) in self.maps.get(right[1:], {})
-        elif isinstance(right, dict) and "prefix" in right:
-            p = right["prefix"]
-            ok = left is not None and ipaddress.ip_address(left) in ipaddress.ip_network(f"{p['addr']}/{p['len']}")
+        elif isinstance(right, dict) and ("prefix" in right or "set" in right):
+            items = right["set"] if "set" in right else [right]
+            ok = left is not None and any(
+                ipaddress.ip_address(left) in ipaddress.ip_network(
+                    f"{i['prefix']['addr']}/{i['prefix']['len']}" if isinstance(i, dict) else str(i), strict=False)
+                for i in items)
         elif isinstance(right, list):
             ok = left in right
         else:

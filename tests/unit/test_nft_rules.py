@@ -57,8 +57,8 @@ def test_seed_service_layout():
 def test_trace_cluster_ip_from_a_pod_and_from_the_node(vmap):
     rs = ruleset(seed(vmap))
     both = [("10.1.1.4", 80, False), ("10.1.79.11", 80, False)]
-    assert trace(rs, pkt("10.1.1.7", "192.1.47.211", 80)) == {"rejected": False, "dnat": both}
-    assert trace(rs, pkt(NODE_IP, "192.1.47.211", 80), hook="output") == {"rejected": False, "dnat": both}
+    assert trace(rs, pkt("10.1.1.7", "192.1.47.211", 80)) == {"rejected": False, "dropped": False, "dnat": both}
+    assert trace(rs, pkt(NODE_IP, "192.1.47.211", 80), hook="output") == {"rejected": False, "dropped": False, "dnat": both}
     assert trace(rs, pkt("10.1.1.7", "192.1.0.10", 53, "udp"))["dnat"] == [("10.1.1.9", 5353, False)]
     # the same port over the other protocol is no service
     assert trace(rs, pkt("10.1.1.7", "192.1.0.10", 53, "tcp"))["dnat"] == []
@@ -74,17 +74,17 @@ def test_trace_hairpin_is_masqueraded(vmap):
 def test_trace_node_port_only_on_local_addresses_and_masqueraded(vmap):
     rs = ruleset(seed(vmap))
     got = trace(rs, pkt("172.23.100.1", NODE_IP, 31295))
-    assert got == {"rejected": False, "dnat": [("10.1.1.4", 80, True), ("10.1.79.11", 80, True)]}
+    assert got == {"rejected": False, "dropped": False, "dnat": [("10.1.1.4", 80, True), ("10.1.79.11", 80, True)]}
     assert trace(rs, pkt("172.23.100.1", "172.23.100.6", 31295))["dnat"] == []  # another node's address
     assert trace(rs, pkt("10.1.1.7", "127.0.0.1", 31295), hook="output")["dnat"] == []  # not on localhost
 
 
 def test_trace_rejections():
     rs = ruleset(seed())
-    assert trace(rs, pkt("10.1.1.7", "192.1.3.3", 80)) == {"rejected": True, "dnat": []}  # no endpoints
+    assert trace(rs, pkt("10.1.1.7", "192.1.3.3", 80)) == {"rejected": True, "dropped": False, "dnat": []}  # no endpoints
     assert trace(rs, pkt("172.23.100.1", NODE_IP, 30001))["rejected"]  # ... nor on its node port
     assert trace(rs, pkt("10.1.1.7", "192.1.47.211", 81))["rejected"]  # a cluster IP's other port
-    assert trace(rs, pkt("10.1.1.7", "10.1.79.11", 80)) == {"rejected": False, "dnat": []}  # not a service
+    assert trace(rs, pkt("10.1.1.7", "10.1.79.11", 80)) == {"rejected": False, "dropped": False, "dnat": []}  # not a service
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 5])
@@ -141,3 +141,59 @@ def test_duplicate_service_ports_refused():
         nr.full_text([contribution([(CLUSTER, EPS)]), contribution([(CLUSTER, EPS)])])
     with pytest.raises(ValueError, match="unsupported protocol"):
         contribution([(ServicePort("d", "s", "", "SCTP", "192.1.1.1", 80), EPS)])
+
+
+# --------------------------------------------------------------------------- LoadBalancer, traffic policies
+HERE, THERE = Endpoint("10.1.1.4", 80, True), Endpoint("10.1.79.11", 80, False)
+LB_IP, CLIENT = "172.23.100.200", "172.23.100.1"
+
+
+def lb(**kw):
+    return ServicePort("default", "lb", "", "TCP", "192.1.5.5", 80, node_port=30080, lb_ip=LB_IP, **kw)
+
+
+@pytest.mark.parametrize("vmap", [True, False])
+def test_load_balancer_ip_cluster_policy_masquerades_to_every_endpoint(vmap):
+    rs = ruleset([contribution([(lb(), [HERE, THERE])], vmap=vmap)])
+    got = trace(rs, pkt(CLIENT, LB_IP, 80))
+    assert got["dnat"] == [("10.1.1.4", 80, True), ("10.1.79.11", 80, True)] and not got["rejected"]
+
+
+def test_source_ranges_drop_other_clients():
+    rs = ruleset([contribution([(lb(source_ranges=("172.23.100.1/32",)), [HERE, THERE])])])
+    assert not trace(rs, pkt(CLIENT, LB_IP, 80))["dropped"]
+    assert trace(rs, pkt("172.23.100.9", LB_IP, 80))["dropped"]
+    assert not trace(rs, pkt("172.23.100.9", "192.1.5.5", 80))["dropped"]  # the cluster IP is not firewalled
+
+
+def test_external_policy_local_keeps_the_client_and_short_circuits_pods_and_the_node():
+    sp = lb(external_local=True, cluster_cidr="10.1.0.0/16")
+    rs = ruleset([contribution([(sp, [HERE, THERE])])])
+    assert trace(rs, pkt(CLIENT, LB_IP, 80))["dnat"] == [("10.1.1.4", 80, False)]  # local only, source kept
+    assert trace(rs, pkt(CLIENT, NODE_IP, 30080))["dnat"] == [("10.1.1.4", 80, False)]
+    assert trace(rs, pkt("10.1.1.7", LB_IP, 80))["dnat"] == [("10.1.1.4", 80, False), ("10.1.79.11", 80, False)]
+    assert trace(rs, pkt(NODE_IP, LB_IP, 80), hook="output")["dnat"] == [("10.1.1.4", 80, True),
+                                                                         ("10.1.79.11", 80, True)]
+    # no local endpoint on this node: outside traffic is dropped, pods still reach the service
+    rs = ruleset([contribution([(sp, [THERE])])])
+    assert trace(rs, pkt(CLIENT, NODE_IP, 30080))["dropped"]
+    assert trace(rs, pkt(CLIENT, LB_IP, 80))["dropped"]
+    assert trace(rs, pkt("10.1.1.7", LB_IP, 80))["dnat"] == [("10.1.79.11", 80, False)]
+    assert trace(rs, pkt("10.1.1.7", "192.1.5.5", 80))["dnat"] == [("10.1.79.11", 80, False)]
+
+
+def test_internal_policy_local():
+    sp = ServicePort("default", "itp", "", "TCP", "192.1.6.6", 80, internal_local=True)
+    rs = ruleset([contribution([(sp, [HERE, THERE])])])
+    assert trace(rs, pkt("10.1.1.7", "192.1.6.6", 80))["dnat"] == [("10.1.1.4", 80, False)]
+    rs = ruleset([contribution([(sp, [THERE])])])
+    got = trace(rs, pkt("10.1.1.7", "192.1.6.6", 80))
+    assert got["dropped"] and got["dnat"] == [] and not got["rejected"]
+
+
+def test_lb_service_loads_in_the_delta_order():
+    old = contribution([(lb(source_ranges=("172.23.100.1/32",)), [HERE, THERE])])
+    ops = nr.delta_ops([(None, old)])
+    kinds = [o[0] for o in ops]
+    assert kinds.index("add_element") > kinds.index("add_rule") > kinds.index("add_chain")
+    assert ("add_element", "firewall-ips", f"{LB_IP} . tcp . 80", f"goto {nr.fw_chain(lb())}") in ops

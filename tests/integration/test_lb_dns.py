@@ -21,6 +21,7 @@ import yaml
 
 from netlab import labfile, names
 from netlab.api import pods, services
+from netlab.kernel import nft
 from netlab.lab.running import agent_pid
 from tests.integration.test_services import pod, sh
 from tests.labkit import Lab, lab_doc, leftovers, new_lab_name, wait_for
@@ -33,9 +34,10 @@ def svc(name: str, selector: dict, **spec) -> dict:
             "spec": {"type": "LoadBalancer", "selector": selector, "ports": [{"port": 80}], **spec}}
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    lab = Lab(tmp_path_factory.mktemp("lb"), lab_doc(new_lab_name(), dns=True))
+def make_lab(tmp_path_factory, mode: str):
+    edits = {"kubeProxy": {"mode": mode}} if mode != "iptables" else {}
+    lab = Lab(tmp_path_factory.mktemp("lb"), lab_doc(new_lab_name(), dns=mode == "iptables", **edits))
+    lab.mode = mode
     try:
         lab.up()
         st = lab.store()
@@ -64,6 +66,24 @@ def lab(tmp_path_factory):
     finally:
         lab.down("--purge", check=False)
         assert not any(leftovers(lab.name).values()), leftovers(lab.name)
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """kube-proxy in iptables mode, with the cluster DNS add-on."""
+    yield from make_lab(tmp_path_factory, "iptables")
+
+
+@pytest.fixture(scope="module")
+def nft_lab(tmp_path_factory):
+    """The same services with kubeProxy.mode nftables (no DNS add-on: DNS is mode-blind)."""
+    yield from make_lab(tmp_path_factory, "nftables")
+
+
+@pytest.fixture(scope="module", params=["iptables", "nftables"])
+def any_lab(request):
+    """The LoadBalancer traffic tests run against both proxy modes, one lab per mode."""
+    return request.getfixturevalue("lab" if request.param == "iptables" else "nft_lab")
 
 
 def mac(lab: Lab, node: str) -> str:
@@ -110,10 +130,10 @@ def test_taken_or_out_of_pool_address_is_refused_and_nothing_written(lab, ip, ms
 
 
 # --------------------------------------------------------------------------- L2 announcement
-def test_outside_host_reaches_lb_and_exactly_one_node_answers_arp(lab):
-    owner = wait_for(lambda: leader(lab, "172.23.100.200"), what="a leader for 172.23.100.200")
+def test_outside_host_reaches_lb_and_exactly_one_node_answers_arp(any_lab):
+    owner = wait_for(lambda: leader(any_lab, "172.23.100.200"), what="a leader for 172.23.100.200")
     # Capture the ARP replies for the address while the outside host resolves it afresh.
-    out = sh(lab, "external", "ip neigh flush dev br0; "
+    out = sh(any_lab, "external", "ip neigh flush dev br0; "
                               "tcpdump -i br0 -nn -e -l 'arp[6:2] = 2 and arp[14:4] = 0xac1764c8' "
                               ">/tmp/$$.arp 2>/dev/null & t=$!; sleep 0.5; "
                               "curl -s -m 3 http://172.23.100.200/; sleep 0.3; kill $t; wait $t; "
@@ -121,40 +141,50 @@ def test_outside_host_reaches_lb_and_exactly_one_node_answers_arp(lab):
     body, replies, neigh = out.stdout.split("===\n")
     assert body.startswith("Hello from pod web"), out
     senders = set(re.findall(r"^\S+ (\S+) >", replies, re.M))
-    assert senders == {mac(lab, owner)}, replies
-    assert mac(lab, owner) in neigh, neigh
+    assert senders == {mac(any_lab, owner)}, replies
+    assert mac(any_lab, owner) in neigh, neigh
 
 
-def test_cluster_policy_masquerades_local_keeps_the_client_address(lab):
-    rc, body = curl(lab, "external", "http://172.23.100.200/")
+def test_cluster_policy_masquerades_local_keeps_the_client_address(any_lab):
+    rc, body = curl(any_lab, "external", "http://172.23.100.200/")
     assert rc == 0 and client_address(body) != "172.23.100.1", body
     # Local: only the node with an endpoint announces the address (as MetalLB).
-    wait_for(lambda: leader(lab, "172.23.100.210") == "kub-node-1", what="kub-node-1 to announce 172.23.100.210")
-    rc, body = curl(lab, "external", "http://172.23.100.210/")
+    wait_for(lambda: leader(any_lab, "172.23.100.210") == "kub-node-1", what="kub-node-1 to announce 172.23.100.210")
+    rc, body = curl(any_lab, "external", "http://172.23.100.210/")
     assert rc == 0 and body.startswith("Hello from pod solo") and client_address(body) == "172.23.100.1", \
-        (rc, body, leader(lab, "172.23.100.210"), sh(lab, "external", "ip neigh").stdout,
-         sh(lab, "kub-node-1", f"cat {names.run_dir(lab.name)}/logs/*kub-node-1* | grep -i 'lb\\|arp' | tail -20").stdout)
+        (rc, body, leader(any_lab, "172.23.100.210"), sh(any_lab, "external", "ip neigh").stdout,
+         sh(any_lab, "kub-node-1", f"cat {names.run_dir(any_lab.name)}/logs/*kub-node-1* | grep -i 'lb\\|arp' | tail -20").stdout)
 
 
-def test_health_check_node_port_answers_200_where_endpoints_are_503_elsewhere(lab):
-    port = lab.get_json("svc", "web-local")["spec"]["healthCheckNodePort"]
+def test_health_check_node_port_answers_200_where_endpoints_are_503_elsewhere(any_lab):
+    port = any_lab.get_json("svc", "web-local")["spec"]["healthCheckNodePort"]
     out = {}
     for node, ip in NODE_IP.items():
-        p = sh(lab, "external", f"curl -s -w ' %{{http_code}}' http://{ip}:{port}/")
+        p = sh(any_lab, "external", f"curl -s -w ' %{{http_code}}' http://{ip}:{port}/")
         out[node] = p.stdout
     assert out["kub-node-1"].endswith(" 200") and '"localEndpoints": 1' in out["kub-node-1"], out
     assert out["kub-node-2"].endswith(" 503") and '"localEndpoints": 0' in out["kub-node-2"], out
     assert '"service": {"namespace": "default", "name": "web-local"}' in out["kub-node-2"]
 
 
-def test_source_ranges_let_the_listed_client_in_and_refuse_others(lab):
-    rc, body = curl(lab, "external", "http://172.23.100.220/")
+def test_source_ranges_let_the_listed_client_in_and_refuse_others(any_lab):
+    rc, body = curl(any_lab, "external", "http://172.23.100.220/")
     assert rc == 0 and body.startswith("Hello from pod web"), body
-    rc, _ = curl(lab, "kub-node-1", "http://172.23.100.220/", timeout=1)  # 172.23.100.5: not listed
+    rc, _ = curl(any_lab, "kub-node-1", "http://172.23.100.220/", timeout=1)  # 172.23.100.5: not listed
     assert rc == 28  # dropped: the connection times out
-    rules = sh(lab, "kub-node-1", "iptables-legacy -t nat -S; iptables-legacy -S KUBE-SERVICES").stdout
-    assert re.search(r"-A KUBE-FW-\S+ -s 172.23.100.1/32 .*loadbalancer IP.* -j KUBE-EXT-", rules), rules
-    assert re.search(r"-d 172.23.100.220/32 .*traffic not accepted by KUBE-FW-\S+.* -j DROP", rules), rules
+    if any_lab.mode == "iptables":
+        rules = sh(any_lab, "kub-node-1", "iptables-legacy -t nat -S; iptables-legacy -S KUBE-SERVICES").stdout
+        assert re.search(r"-A KUBE-FW-\S+ -s 172.23.100.1/32 .*loadbalancer IP.* -j KUBE-EXT-", rules), rules
+        assert re.search(r"-d 172.23.100.220/32 .*traffic not accepted by KUBE-FW-\S+.* -j DROP", rules), rules
+    else:  # kube-proxy's nftables layout: an element of firewall-ips, a firewall- chain dropping the rest
+        objs = nft.nft_json(names.node_ns(any_lab.name, "kub-node-1"), "list", "table", "ip", "kube-proxy")
+        (fw,) = [o["map"] for o in objs if o.get("map", {}).get("name") == "firewall-ips"]
+        (elem,) = fw["elem"]
+        assert elem[0]["concat"] == ["172.23.100.220", "tcp", 80], elem
+        chain = elem[1]["goto"]["target"]
+        assert chain.startswith("firewall-") and chain.endswith("-default/web-fw/tcp/")
+        (rule,) = [o["rule"]["expr"] for o in objs if o.get("rule", {}).get("chain") == chain]
+        assert rule[0]["match"]["op"] == "!=" and rule[-1] == {"drop": None}, rule
 
 
 # --------------------------------------------------------------------------- DNS

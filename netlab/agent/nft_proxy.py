@@ -11,7 +11,8 @@ watch, informer cache, status report) is ProxyRole's; only the kernel side diffe
   and chains (plan.nft_rules.delta_ops): a raw nfnetlink batch (kernel.nft_netlink) when
   the table uses the rule form below, `nft -f` otherwise (nft reads the whole table into
   its cache first: ~0.3 s per change at 10,000 services, ~5 ms at a lab's 10); if it
-  fails, a full sync follows;
+  fails, a full sync follows (also when a change holds a rule the netlink encoder does not
+  know: the externalTrafficPolicy Local and loadBalancerSourceRanges rules);
 - endpoint choice: kube-proxy's `numgen random mod N vmap {...}` while the node has at most
   VMAP_LIMIT services; above that, the same choice as plain rules, because the kernel's
   cost of thousands of anonymous maps grows quadratically (2,000 services: 2.6 s instead

@@ -25,9 +25,15 @@ CHECK = textwrap.dedent("""
     netlink = sys.argv[3] == "netlink"
     sock = nft_netlink.open_socket()
     def mk(i):
+        extra = {}
+        if not netlink and rng.random() < 0.4:  # LoadBalancer / traffic policies (nft -f only)
+            extra = dict(lb_ip=f"172.23.100.{200 + i}", external_local=rng.random() < 0.5,
+                         internal_local=rng.random() < 0.3, cluster_cidr="10.1.0.0/16",
+                         source_ranges=("172.23.100.1/32",) if rng.random() < 0.5 else ())
         sp = ServicePort("default", f"s{i}", rng.choice(["", "http"]), rng.choice(["TCP", "UDP"]),
-                         f"192.1.0.{i + 2}", 80, 30000 + i if rng.random() < 0.5 else None)
-        eps = {Endpoint(f"10.1.{rng.randint(1, 2)}.{rng.randint(2, 20)}", 80) for _ in range(rng.randint(0, 3))}
+                         f"192.1.0.{i + 2}", 80, 30000 + i if rng.random() < 0.5 else None, **extra)
+        eps = {Endpoint(f"10.1.{rng.randint(1, 2)}.{rng.randint(2, 20)}", 80, rng.random() < 0.5)
+               for _ in range(rng.randint(0, 3))}
         return contribution([(sp, sorted(eps, key=lambda e: e.ip))], vmap=vmap)
     def state():
         out = {}

@@ -95,7 +95,11 @@ class LoadBalancerRole(Reconciler):
         mine = set()
         for ip, path in sorted(want.items()):
             holder = (leaders.get(ip) or {}).get("node") if isinstance(leaders.get(ip), dict) else None
-            if holder == self.node and ip in self.owned:
+            held = leaders.get(ip) if isinstance(leaders.get(ip), dict) else {}
+            # Ours when we hold the key under our own lease, also when a concurrent reconcile
+            # saw its create fail before the watch delivered it (then `owned` lost it, and the
+            # address would never be answered for again).
+            if holder == self.node and (ip in self.owned or held.get("lease") == f"{lease.id:x}"):
                 mine.add(ip)
             elif holder is None:
                 if st.create(store.LB_LEADERS + ip, {"node": self.node, "service": path,

@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from netlab import store, yamlin
 from netlab.api import deployments, pods, services
-from netlab.api.meta import matches, pod_gone, pod_ready
+from netlab.api.meta import check_name, matches, pod_gone, pod_ready
 from netlab.errors import NetlabError, NotFound, UsageError
 from netlab.store import Store
 
@@ -180,7 +180,13 @@ def parse_doc(raw: Any, source: str, namespace: str | None = None, check: bool =
     meta = raw.get("metadata")
     if not isinstance(meta, dict) or not meta.get("name"):
         raise UsageError(f"{source}: {KIND_WORD[kind]}: metadata.name: required")
-    name = str(meta["name"])
+    name = meta["name"]
+    if check:  # before the lab is opened: a bad name is bad input wherever it goes
+        try:
+            check_name(name, "metadata.name")
+        except UsageError as e:
+            raise UsageError(f"{source}: {KIND_WORD[kind]}: {e}") from None
+    name = str(name)
     doc_ns = meta.get("namespace")
     if namespace and doc_ns and doc_ns != namespace:
         raise UsageError(f"{source}: {KIND_WORD[kind]} {name}: metadata.namespace: '{doc_ns}' "

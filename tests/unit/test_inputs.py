@@ -131,3 +131,12 @@ def test_the_master_and_unknown_nodes_are_refused_as_pod_nodes():
     manifests.validate([doc], lab)
     with pytest.raises(UsageError, match=r"^pod.yaml: document 1: pod p1: spec.nodeName: 'kub-node-0' is the master"):
         manifests.KINDS["Pod"].check_against(None, lab, doc, None)
+
+
+def test_a_huge_name_is_refused_before_the_lab_is_opened(tmp_path):
+    f = tmp_path / "pod.yaml"
+    f.write_text(POD.replace("name: p1", "name: '" + "a" * 900_000 + "'"))
+    p = subprocess.run([sys.executable, "-m", "netlab", "apply", "-f", str(f), "--lab", "nosuchlab"],
+                       capture_output=True, timeout=60)
+    line = one_error_line(p)
+    assert f"{f}: document 1: pod: metadata.name: 'aaaa" in line and "(900002 characters)" in line

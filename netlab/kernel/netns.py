@@ -183,9 +183,28 @@ def host_mount_ns_fd() -> int | None:
 
 
 def sysctl_set(netns: str | None, values: dict[str, str]) -> None:
-    """Set sysctls inside a namespace (net.* sysctls are per namespace)."""
-    args = [f"{k}={v}" for k, v in values.items()]
-    run([*ns_exec_prefix(netns), "sysctl", "-q", "-w", *args], what=f"sysctl in {netns}")
+    """Set sysctls inside a namespace (net.* sysctls are per namespace: /proc/sys/net shows
+    the opener's, so this thread enters `netns` and writes them there; no process spawned)."""
+    def write() -> None:
+        for k, v in values.items():
+            path = "/proc/sys/" + k.replace(".", "/")
+            try:
+                with open(path, "w") as f:  # noqa: PTH123
+                    f.write(v)
+            except OSError as e:
+                raise fail(f"sysctl {k}={v} in {netns}", e) from None
+
+    if netns is None:
+        raise KernelError("sysctl_set: refusing to change the root namespace's sysctls")
+    with in_netns(netns):
+        write()
+
+
+# IPv6 off before any link comes up in a new namespace, as docker has it in containers and
+# the seed shows (no inet6 line): link-local addresses on many bridge ports flood router
+# solicitations, MLD and DAD to every port (docs/performance.md). Links moved in later
+# inherit `default`.
+NO_IPV6 = {"net.ipv6.conf.default.disable_ipv6": "1", "net.ipv6.conf.all.disable_ipv6": "1"}
 
 
 def sysctl_get(netns: str | None, key: str) -> str:

@@ -133,6 +133,7 @@ class Up:
         ns = names.underlay_ns(self.name)
         nn = self.lab.node_network
         if netns.netns_create(ns):
+            netns.sysctl_set(ns, netns.NO_IPV6)  # before br0 and its ports exist
             self._did("underlay", f"namespace {ns}")
         with netlink.Netlink(ns) as nl:
             nl.set_link("lo", state="up")
@@ -147,6 +148,14 @@ class Up:
         nn = self.lab.node_network
         created = netns.netns_create(ns)
         if created:
+            # Before ens3 moves in and flannel makes docker0 and flannel.1: none gets IPv6.
+            netns.sysctl_set(ns, {
+                **netns.NO_IPV6,
+                "net.ipv4.ip_forward": "1",
+                "net.bridge.bridge-nf-call-iptables": "1",
+                # conntrack must see bridged pod-to-pod traffic for hairpin service traffic
+                "net.ipv4.conf.all.rp_filter": "0",
+            })
             self._did(node.name, f"namespace {ns}")
         veth = names.underlay_veth(node.name)
         with netlink.Netlink(ns) as nl:
@@ -171,13 +180,6 @@ class Up:
             nl.ensure_addr(names.NODE_UPLINK, node.ip, self.lab.prefixlen)
             # Without a default route, connect() to a ClusterIP fails before OUTPUT NAT runs.
             nl.ensure_route("0.0.0.0/0", gateway=nn.gateway)
-        if created:
-            netns.sysctl_set(ns, {
-                "net.ipv4.ip_forward": "1",
-                "net.bridge.bridge-nf-call-iptables": "1",
-                # conntrack must see bridged pod-to-pod traffic for hairpin service traffic
-                "net.ipv4.conf.all.rp_filter": "0",
-            })
         self.report(node.name, f"{ns}: {names.NODE_UPLINK} {node.ip}/{self.lab.prefixlen}")
 
     def etcd(self) -> None:

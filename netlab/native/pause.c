@@ -2,8 +2,10 @@
  * netlab-pause: a pod's sandbox, the part Kubernetes' pause container plays.
  *
  *   netlab-pause HOSTNAME
- *       Creates the pod's network, UTS and IPC namespaces (unshare), sets the host name to
- *       the pod's name, brings lo up, writes one line to stdout once all that is done (the
+ *       Creates the pod's network, UTS and IPC namespaces (unshare), turns IPv6 off in the
+ *       new netns (as docker does: no link-local address, no router solicitations, MLD or
+ *       DAD flooding every docker0 port; eth0, moved in later, inherits the default), sets
+ *       the host name to the pod's name, brings lo up, writes one line to stdout once all that is done (the
  *       kubelet waits for it), then sleeps until SIGTERM/SIGINT. It holds the namespaces:
  *       when it exits and the netns pin is gone, the pod's network is gone.
  *
@@ -54,6 +56,19 @@ static void lo_up(void) {
     close(s);
 }
 
+/* /proc/sys/net is the opener's network namespace: written after unshare, the pod's own. */
+static void sysctl_write(const char *path, const char *value) {
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT)
+            return; /* a kernel without IPv6 */
+        die(path);
+    }
+    if (write(fd, value, strlen(value)) < 0)
+        die(path);
+    close(fd);
+}
+
 static void __attribute__((noreturn)) sandbox(const char *hostname) {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -66,6 +81,8 @@ static void __attribute__((noreturn)) sandbox(const char *hostname) {
 
     if (unshare(CLONE_NEWNET | CLONE_NEWUTS | CLONE_NEWIPC) < 0)
         die("unshare net/uts/ipc");
+    sysctl_write("/proc/sys/net/ipv6/conf/default/disable_ipv6", "1");
+    sysctl_write("/proc/sys/net/ipv6/conf/all/disable_ipv6", "1");
     if (sethostname(hostname, strlen(hostname)) < 0)
         die("sethostname");
     lo_up();

@@ -405,7 +405,8 @@ class KubeletRole(Reconciler):
         nfd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         try:
             rec["netnsInode"] = os.fstat(nfd).st_ino
-            w.node.add_veth(rec["veth"], "eth0", nfd, self.mtu, bridge)
+            w.node.add_veth(rec["veth"], "eth0", nfd, self.mtu, bridge,
+                            peer_mac=names.container_mac(rec["podIP"]))
             t = self._took("wire:veth", t)
             w.node.set_hairpin(w.node.link_index(rec["veth"]))
             t = self._took("wire:hairpin", t)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from netlab import names
 from netlab.errors import AlreadyExists, KernelError, NotFound
-from netlab.kernel.common import CLONE_NEWNET, MNT_DETACH, MS_BIND, fail, libc, libc_ok, run
+from netlab.kernel.common import CLONE_NEWNET, MNT_DETACH, MS_BIND, MS_REC, MS_SHARED, fail, libc, libc_ok, run
 
 # The agent runs in a mount namespace of its own (its /run/flannel): pins made there would
 # be invisible to `ip netns` and `netlab down`, so proc.spawn() hands it the starter's namespace.
@@ -82,6 +82,21 @@ def netns_create(name: str) -> bool:
     except Exception as e:  # noqa: BLE001 - pyroute2 raises OSError or its own errors
         raise fail(f"create network namespace {name}", e) from None
     return True
+
+
+def share_netns_dir() -> None:
+    """Make /run/netns a shared mount, as `ip netns add` does, so that pins made inside a
+    node's mount namespace (its kubelet's pod pins) show on the host and vice versa."""
+    d = str(names.NETNS_DIR)
+    names.NETNS_DIR.mkdir(parents=True, exist_ok=True)
+    with open("/proc/self/mountinfo") as f:  # noqa: PTH123
+        rows = [line.split() for line in f]
+    mine = [r for r in rows if r[4] == d]
+    if mine and any(o.startswith("shared:") for o in mine[-1][6:mine[-1].index("-")]):
+        return
+    if not mine:
+        libc_ok(libc.mount(d.encode(), d.encode(), None, MS_BIND | MS_REC, None), f"bind {d} on itself")
+    libc_ok(libc.mount(b"none", d.encode(), None, MS_SHARED | MS_REC, None), f"make {d} a shared mount")
 
 
 def netns_delete(name: str) -> bool:

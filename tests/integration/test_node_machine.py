@@ -42,3 +42,29 @@ def test_pod_interfaces_have_no_ipv6_and_dockers_mac(lab):
     for dev in ("ens3", "docker0", "flannel.1"):
         assert f": {dev}" in out or f": {dev}@" in out, out
     assert "inet6" not in out, out
+
+
+def test_each_node_has_its_own_hostname_and_process_table(lab):
+    assert lab.exec("kub-node-1", "hostname").stdout.strip() == "kub-node-1"
+    assert lab.exec("kub-node-0", "hostname").stdout.strip() == "kub-node-0"
+    # an interactive shell's prompt: bash -i shows root@kub-node-1
+    p = lab.exec("kub-node-1", "bash", "-ic", "echo ${USER:-root}@$(hostname)")
+    assert "root@kub-node-1" in p.stdout
+    ps = lab.exec("kub-node-1", "ps", "-eo", "pid,comm,args").stdout.splitlines()[1:]
+    rows = [l.split(None, 2) for l in ps]
+    assert rows[0][:2] == ["1", "nodeinit"], ps
+    comms = [r[1] for r in rows]
+    assert "kubelet" in comms
+    assert "etcd" not in comms and "kube-apiserver" not in comms, ps  # those are the master's
+    # this node's pods only: a pause and an app per pod bound here, nothing of other nodes
+    mine = [p["metadata"]["name"] for p in _pods(lab) if p["spec"]["nodeName"] == "kub-node-1"]
+    others = [p["metadata"]["name"] for p in _pods(lab) if p["spec"]["nodeName"] != "kub-node-1"]
+    text = "\n".join(ps)
+    assert all(f"netlab-pause {m}" in text for m in mine), text
+    assert not any(o in text for o in others), text
+    assert len(rows) <= 3 + 2 * len(mine), text  # init, kubelet, pods, the ps itself
+    # flannel and kube-proxy are threads of the kubelet's agent, named so
+    threads = lab.exec("kub-node-1", "ps", "-T", "-o", "comm=", "-p", "2").stdout.split()
+    assert {"kubelet", "flanneld", "kube-proxy"} <= set(threads), threads
+    master = lab.exec("kub-node-0", "ps", "-eo", "comm=").stdout.split()
+    assert {"nodeinit", "etcd", "kube-apiserver", "kube-controller"} <= set(master), master  # comm: 15 bytes

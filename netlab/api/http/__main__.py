@@ -33,6 +33,13 @@ def main(argv: list[str] | None = None) -> None:
                     help="an inherited listening socket to serve on as well")
     ap.add_argument("--port", type=int, default=PORT)
     a = ap.parse_args(argv)
+    try:  # `ps -ef` inside the node shows the daemon a learner looks for
+        import setproctitle
+
+        setproctitle.setproctitle(f"kube-apiserver --etcd-servers=unix://{names.etcd_socket(a.lab)} "
+                                  f"--secure-port={a.port}")
+    except ImportError:  # pragma: no cover
+        pass
     logging.basicConfig(level=logging.INFO, format="%(asctime)s apiserver %(levelname)s %(message)s")
     lab = labfile.parse_lab(names.lab_copy(a.lab).read_text(), str(names.lab_copy(a.lab)))
     master = lab.etcd_node.ip

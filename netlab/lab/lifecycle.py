@@ -51,6 +51,11 @@ LEGACY_TOOLS = {
 }
 
 
+# Run as a script (-P: without its directory on sys.path), so that the netlab.cli package
+# (Typer and every verb, ~1 s to import) is not loaded for each `docker ps`.
+DOCKER_CLI = Path(__file__).resolve().parent.parent / "cli" / "docker.py"
+
+
 def _noop(step: str, outcome: str) -> None:
     pass
 
@@ -127,6 +132,14 @@ class Up:
             target = shutil.which(legacy) or f"/usr/sbin/{legacy}"
             if not link.is_symlink():
                 link.symlink_to(target)
+        # `docker ps` / `docker inspect` inside a node (netlab.cli.docker), as on the seed.
+        shim = names.bin_dir(self.name) / "docker"
+        text = (f"#!/bin/sh\n# netlab: this node's pod containers as dockerd would list them\n"
+                f"exec {sys.executable} -P {DOCKER_CLI} --lab {self.name} "
+                f"--node \"$(hostname)\" -- \"$@\"\n")
+        if not shim.exists() or shim.read_text() != text:
+            shim.write_text(text)
+            shim.chmod(0o755)
         for node in self.lab.nodes:
             names.node_flannel_dir(self.name, node.name).mkdir(parents=True, exist_ok=True)
         if not names.lab_copy(self.name).exists():

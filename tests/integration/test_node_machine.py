@@ -68,3 +68,29 @@ def test_each_node_has_its_own_hostname_and_process_table(lab):
     assert {"kubelet", "flanneld", "kube-proxy"} <= set(threads), threads
     master = lab.exec("kub-node-0", "ps", "-eo", "comm=").stdout.split()
     assert {"nodeinit", "etcd", "kube-apiserver", "kube-controller"} <= set(master), master  # comm: 15 bytes
+
+
+def test_docker_ps_and_inspect_inside_a_node(lab):
+    node = "kub-node-2"
+    mine = [p for p in _pods(lab) if p["spec"]["nodeName"] == node]
+    others = [p for p in _pods(lab) if p["spec"]["nodeName"] != node]
+    out = lab.exec(node, "docker", "ps").stdout.splitlines()
+    assert re.split(r"\s{2,}", out[0]) == ["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS",
+                                           "PORTS", "NAMES"], out[0]
+    names_ = [l.split()[-1] for l in out[1:]]
+    want = set()
+    for p in mine:
+        m = p["metadata"]
+        want |= {f"k8s_POD_{m['name']}_default_{m['uid']}_0", f"k8s_my-nginx8_{m['name']}_default_{m['uid']}_0"}
+    assert set(names_) == want, out
+    assert not any(o["metadata"]["name"] in "\n".join(out) for o in others)
+    assert all(re.fullmatch(r"[0-9a-f]{12}", l.split()[0]) for l in out[1:])
+    full = lab.exec(node, "docker", "ps", "-a", "--no-trunc", "--format", "{{.ID}} {{.Names}}").stdout.split()
+    assert all(len(i) == 64 for i in full[0::2]) and set(full[1::2]) == want
+    pause = next(n for n in want if n.startswith("k8s_POD_"))
+    info = __import__("json").loads(lab.exec(node, "docker", "inspect", pause).stdout)
+    assert info[0]["Name"] == "/" + pause and info[0]["State"]["Running"] is True
+    pid = info[0]["State"]["Pid"]  # the node's own pid numbering, as docker inspect shows it
+    assert "netlab-pause" in lab.exec(node, "cat", f"/proc/{pid}/cmdline").stdout
+    p = lab.exec(node, "docker", "run", "nginx", check=False)
+    assert p.returncode == 1 and "not available in the lab" in p.stderr and len(p.stderr.splitlines()) == 1

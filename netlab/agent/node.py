@@ -40,11 +40,12 @@ def host_pid() -> int:
 
 def process_title(node: str, role: str, roles: list[str]) -> str:
     """`ps -ef` inside a node: the daemon a learner looks for, and what else runs in it."""
+    # (Short: the title must fit where `python -m netlab.agent --lab L --node N` was.)
     main = "kubelet" if role == "worker" else "kube-controller-manager"
     names_ = {"flannel": "flanneld", "proxy": "kube-proxy", "controllers": "kube-scheduler"}
     rest = [names_.get(r, r) for r in roles if r not in ("kubelet",)]
-    extra = f" (threads: {', '.join(rest)})" if rest else ""
-    return f"{main} --hostname-override={node}{extra}"
+    extra = f" +{' +'.join(rest)}" if rest else ""
+    return f"{main} {node}{extra}"
 log = logging.getLogger("netlab.agent")
 
 

@@ -277,6 +277,10 @@ def host_pid(ns_pid: int | None, in_pidns_of: int | None) -> int | None:
 def set_process_title(title: str) -> None:
     """What `ps -ef` shows for this process (argv rewritten, as systemd's daemons appear)
     and its name (comm, for `ps -e`, pgrep, top)."""
+    # SPT_NOENV: the title stays within the original argv area. Otherwise setproctitle moves
+    # environ to make room, and /proc/PID/environ (the lab's mark: how `down` and
+    # is_lab_process() recognise our processes) would be overwritten.
+    os.environ["SPT_NOENV"] = "1"
     try:
         import setproctitle
     except ImportError:  # pragma: no cover - installed by setup.sh

@@ -94,3 +94,51 @@ def test_docker_ps_and_inspect_inside_a_node(lab):
     assert "netlab-pause" in lab.exec(node, "cat", f"/proc/{pid}/cmdline").stdout
     p = lab.exec(node, "docker", "run", "nginx", check=False)
     assert p.returncode == 1 and "not available in the lab" in p.stderr and len(p.stderr.splitlines()) == 1
+
+
+def test_killed_node_daemons_come_back_and_the_data_plane_keeps_answering(lab):
+    import json
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from netlab.kernel import proc
+    from tests.labkit import PY, wait_for
+
+    before = {p["metadata"]["uid"]: p["status"]["podIP"] for p in _pods(lab)}
+    # a curl loop through the ClusterIP from the outside host's view of a node, meanwhile
+    stop = names.run_dir(lab.name) / "curl-loop.stop"  # the node sees the host's files
+    loop = subprocess.Popen(
+        [PY, "-m", "netlab", "exec", "--lab", lab.name, "kub-node-1", "--", "sh", "-c",
+         f"while [ ! -e {stop} ]; do curl -s -m 2 -o /dev/null -w '%{{http_code}}\\n' "
+         "192.1.47.211 || echo fail; sleep 0.05; done"],
+        stdout=subprocess.PIPE, text=True)
+    pids = names.run_dir(lab.name) / "pids"
+    came_back = {}
+    try:
+        time.sleep(1.0)
+        for daemon in ("agent-kub-node-1", "agent-kub-node-2", "etcd", "apiserver", "agent-kub-node-0"):
+            f = pids / f"{daemon}.pid"
+            old = proc.read_pid(f)
+            assert proc.is_lab_process(old, lab.name), daemon
+            t0 = time.monotonic()
+            os.kill(old, signal.SIGKILL)
+            wait_for(lambda: proc.read_pid(f) != old and proc.pid_alive(proc.read_pid(f)), 2.0,
+                     interval=0.02, what=f"{daemon} to be restarted by its node init")
+            came_back[daemon] = round(time.monotonic() - t0, 2)
+        # the agents report again (their node lease names the new process)
+        wait_for(lambda: json.loads(lab.cli("status", "-o", "json").stdout)["status"]["nodes"][1]["ready"],
+                 20, what="nodes ready")
+    finally:
+        time.sleep(1.0)
+        stop.touch()
+        out, _ = loop.communicate(timeout=20)
+    codes = out.split()
+    assert len(codes) > 20 and set(codes) == {"200"}, (came_back, codes)
+    # the pods were adopted, not re-created: same pods, same addresses, no duplicates
+    after = {p["metadata"]["uid"]: p["status"]["podIP"] for p in _pods(lab)}
+    assert after == before and len(set(after.values())) == len(after)
+    leases = lab.etcdctl("get", "--prefix", "/coreos.com/network/subnets", "--print-value-only")
+    ips = [json.loads(l)["PublicIP"] for l in leases.splitlines() if l.strip()]
+    assert len(ips) == len(set(ips)), leases

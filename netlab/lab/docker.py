@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import time
 from pathlib import Path
 
@@ -100,7 +101,8 @@ def _ts(text: str | None) -> float | None:
 
 
 def _command(argv: list[str], no_trunc: bool) -> str:
-    text = " ".join([Path(argv[0]).name, *argv[1:]] if argv and argv != PAUSE_ARGV else argv)
+    # docker quotes arguments that hold spaces: "nginx -g 'daemon of…"
+    text = " ".join([Path(argv[0]).name, *map(shlex.quote, argv[1:])] if argv and argv != PAUSE_ARGV else argv)
     if not no_trunc and len(text) > 20:
         text = text[:19] + "…"
     return f'"{text}"'

@@ -13,7 +13,8 @@
  *       Starts a container of the pod: joins the net, UTS and IPC namespaces of PID (the
  *       pause), takes a mount namespace of its own in which HOSTS_FILE is bind-mounted over
  *       /etc/hosts (and $NETLAB_SA_DIR, if set, over /var/run/secrets/kubernetes.io/
- *       serviceaccount; $NETLAB_RESOLV, if set, over /etc/resolv.conf), and execs CMD. One small exec instead of nsenter + unshare + mount + sh.
+ *       serviceaccount; $NETLAB_RESOLV, if set, over /etc/resolv.conf; each SRC:DST of
+ *       $NETLAB_BINDS: an image's own files), and execs CMD. One small exec instead of nsenter + unshare + mount + sh.
  *
  * Static and tiny on purpose: one runs per pod (the issue asks for <= 1 MiB RSS each).
  */
@@ -153,6 +154,22 @@ static int enter(const char *pid, const char *hosts, char **argv) {
         if (mount(resolv, "/etc/resolv.conf", NULL, MS_BIND, NULL) < 0 && errno != ENOENT)
             die("bind the pod's resolv.conf over /etc/resolv.conf");
         unsetenv("NETLAB_RESOLV");
+    }
+    /* The image's own files (NETLAB_BINDS="SRC:DST;SRC:DST", from the kubelet): nginx's
+     * config, lib and log directories, private to this container. */
+    const char *binds = getenv("NETLAB_BINDS");
+    if (binds && *binds) {
+        char *list = strdup(binds), *save = NULL;
+        for (char *b = strtok_r(list, ";", &save); b; b = strtok_r(NULL, ";", &save)) {
+            char *dst = strchr(b, ':');
+            if (!dst)
+                continue;
+            *dst++ = 0;
+            if (mount(b, dst, NULL, MS_BIND, NULL) < 0)
+                die(dst);
+        }
+        free(list);
+        unsetenv("NETLAB_BINDS");
     }
     signal(SIGPIPE, SIG_DFL);
     signal(SIGHUP, SIG_DFL);

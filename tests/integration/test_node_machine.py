@@ -16,7 +16,8 @@ from tests.labkit import Lab, lab_doc, leftovers, new_lab_name
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    lab = Lab(tmp_path_factory.mktemp("lab"), lab_doc(new_lab_name(), workloads=True))
+    # the default lab as it is: my-nginx8 runs the seed's sammyliu8/nginx (Debian's nginx)
+    lab = Lab(tmp_path_factory.mktemp("lab"), lab_doc(new_lab_name(), workloads=True, hello=False))
     lab.up()
     yield lab
     lab.down("--purge", check=False)
@@ -62,7 +63,7 @@ def test_each_node_has_its_own_hostname_and_process_table(lab):
     text = "\n".join(ps)
     assert all(f"netlab-pause {m}" in text for m in mine), text
     assert not any(o in text for o in others), text
-    assert len(rows) <= 3 + 2 * len(mine), text  # init, kubelet, pods, the ps itself
+    assert len(rows) <= 3 + 3 * len(mine), text  # init, kubelet, ps; per pod pause, nginx master+worker
     # flannel and kube-proxy are threads of the kubelet's agent, named so
     threads = lab.exec("kub-node-1", "ps", "-T", "-o", "comm=", "-p", "2").stdout.split()
     assert {"kubelet", "flanneld", "kube-proxy"} <= set(threads), threads
@@ -142,3 +143,23 @@ def test_killed_node_daemons_come_back_and_the_data_plane_keeps_answering(lab):
     leases = lab.etcdctl("get", "--prefix", "/coreos.com/network/subnets", "--print-value-only")
     ips = [json.loads(l)["PublicIP"] for l in leases.splitlines() if l.strip()]
     assert len(ips) == len(set(ips)), leases
+
+
+def test_curl_pod_ip_prints_the_nginx_welcome_page(lab):
+    pod = next(p for p in _pods(lab) if p["status"]["podIP"] == "10.1.79.11")
+    out = lab.exec("kub-node-0", "curl", "-s", "10.1.79.11:80").stdout
+    assert "<h1>Welcome to nginx!</h1>" in out and "Thank you for using nginx." in out, out
+    # nginx as the seed's docker ps shows it, with its own pid file and temp paths
+    node = pod["spec"]["nodeName"]
+    ps = lab.exec(node, "docker", "ps", "--format", "{{.Image}} {{.Command}}").stdout
+    assert "sammyliu8/nginx \"nginx -g 'daemon of…\"" in ps, ps
+    assert "nginx: master process nginx -g daemon off;" in lab.exec(node, "ps", "-eo", "args").stdout
+    # the access goes to the container's log (kubectl logs), as docker's nginx image has it
+    logs = lab.cli("logs", pod["metadata"]["name"]).stdout
+    assert '"GET / HTTP/1.1" 200' in logs, logs
+
+
+def test_unknown_image_is_refused_naming_the_field(lab):
+    p = lab.cli("run", "bad", "--image", "redis", check=False)
+    assert p.returncode == 2 and "image" in p.stderr and "redis" in p.stderr, p.stderr
+    assert "bad" not in lab.cli("get", "pods").stdout

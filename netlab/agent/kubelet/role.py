@@ -28,7 +28,7 @@ from netlab.api import pods as api_pods
 from netlab.api.http import auth
 from netlab.errors import NetlabError
 from netlab.kernel import iptables, netlink, netns, proc
-from netlab.plan import dns, etcd_guard, flannel_leases, podrecord
+from netlab.plan import dns, etcd_guard, flannel_leases, images, podrecord
 from netlab.plan.ipam import HostLocal
 
 BRIDGE = "docker0"
@@ -463,6 +463,8 @@ class KubeletRole(Reconciler):
         if (d / "resolv.conf").exists():
             env["NETLAB_RESOLV"] = str(d / "resolv.conf")
         env.update({e["name"]: e["value"] for e in c.get("env") or []})
+        if images.kind(c.get("image")) == images.NGINX and not c.get("command"):
+            env["NETLAB_BINDS"] = self._nginx_files(d, name, c)
         log = podrecord.container_log(d, name, restart)
         pid = proc.spawn_fast([self.pause_bin, "--enter", str(rec["pause"]["pid"]), str(d / "hosts"),
                                  *argv], lab=self.lab, env=env, log=log)
@@ -472,6 +474,19 @@ class KubeletRole(Reconciler):
             "restartCount": restart, "argv": argv, "image": c.get("image"),
             "ports": [p["containerPort"] for p in c.get("ports") or [] if p["protocol"] == "TCP"],
             "ready": False, "backoff": prev.get("backoff", 0), "last": prev.get("last")}
+
+    @staticmethod
+    def _nginx_files(d: Path, name: str, c: dict) -> str:
+        """The container's own nginx config, pid and temp paths (netlab.plan.images), and
+        the binds pause --enter makes for them in the container's mount namespace."""
+        port = next((p["containerPort"] for p in c.get("ports") or [] if p["protocol"] == "TCP"), 80)
+        run = d / f"nginx-{name}"
+        for sub in ("lib", "log"):
+            (run / sub).mkdir(parents=True, exist_ok=True)
+        (run / "nginx.conf").write_text(images.nginx_conf(port, "/var/lib/nginx"))
+        return ";".join(f"{src}:{dst}" for src, dst in ((run / "nginx.conf", "/etc/nginx/nginx.conf"),
+                                                        (run / "lib", "/var/lib/nginx"),
+                                                        (run / "log", "/var/log/nginx")))
 
     # ------------------------------------------------------------------ running pods
     def _tend(self, uid: str, d: Path, rec: dict, pod: dict) -> float | None:

@@ -4,7 +4,7 @@ image layers: each image is a program installed on the machine), and the files i
 | image                                   | runs                                        |
 |-----------------------------------------|---------------------------------------------|
 | netlab/hello                            | netlab-hello --port <containerPort> (answers with the pod's name) |
-| nginx, nginx:<tag>, sammyliu8/nginx     | Debian's nginx: `nginx -g 'daemon off;'`, the stock welcome page on containerPort |
+| nginx, sammyliu8/nginx (tag :latest)    | Debian's nginx: `nginx -g 'daemon off;'`, the stock welcome page on containerPort |
 | (none, with command)                    | the command, from the machine's file system |
 
 nginx gets, in the container's own mount namespace, a config of its own over
@@ -29,16 +29,12 @@ def kind(image: str | None) -> str | None:
     """The program kind of an image, or None if netlab has no program for it."""
     if not image:
         return None
-    name = image
-    last = name.rsplit("/", 1)[-1]
-    if ":" in last:  # a tag (nginx:1.22); a digest (@sha256:...) is not supported
-        name = name[: len(name) - len(last)] + last.split(":", 1)[0]
-    return IMAGES.get(name)
+    # Only :latest: the machine has one nginx (Debian's 1.22), so nginx:1.25 would be a lie.
+    return IMAGES.get(image.removesuffix(":latest"))
 
 
 def known() -> str:
-    return ", ".join(sorted({i for i in IMAGES if "/" not in i or i.count("/") == 1 and
-                             not i.startswith("library/")}))
+    return ", ".join(sorted(i for i in IMAGES if not i.startswith(("library/", "docker.io/"))))
 
 
 def nginx_conf(port: int, run_dir: str) -> str:

@@ -56,6 +56,12 @@ def node_mac(lab: str, node: str) -> str:
     return ":".join(f"{b:02x}" for b in (0x02, *h[:5]))
 
 
+def container_mac(ip: str) -> str:
+    """docker's MAC for a container address: 02:42 and the four bytes of the IPv4 address
+    (10.1.79.11 -> 02:42:0a:01:4f:0b, as the seed's pod shows)."""
+    return ":".join(f"{b:02x}" for b in (0x02, 0x42, *map(int, ip.split("."))))
+
+
 UNDERLAY_BRIDGE = "br0"
 NODE_UPLINK = "ens3"
 

@@ -82,6 +82,7 @@ else
         [tcpdump]=tcpdump [route]=net-tools [ping]=iputils-ping [sysctl]=procps
         [nsenter]=util-linux [setsid]=util-linux [nft]=nftables [python3]=python3 [dot]=graphviz
         [kubectl]=kubernetes-client  # only when no kubectl is there (v1.32 on these machines)
+        [nginx]=nginx                # `image: nginx` runs Debian's nginx in the pod (README: images)
     )
 fi
 missing=()
@@ -97,8 +98,21 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing $pkgs"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
+    # No service may start on the host while installing (Debian's nginx would listen on the
+    # host's port 80): policy-rc.d says "not now" to invoke-rc.d, then goes again.
+    own_policy=0
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && own_policy=1
+    fi
     # shellcheck disable=SC2086
     apt-get install -y -qq --no-install-recommends $pkgs >/dev/null
+    [ "$own_policy" -eq 1 ] && rm -f /usr/sbin/policy-rc.d
+fi
+
+# Debian's nginx is a system service under systemd; in the lab it runs only inside pods.
+if [ "$venv_only" -eq 0 ] && [ -d /run/systemd/system ] && systemctl is-enabled nginx >/dev/null 2>&1; then
+    echo "setup: stopping and disabling the system nginx service (the lab runs nginx in pods only)"
+    systemctl disable --now nginx >/dev/null 2>&1 || true
 fi
 
 # Debian's etcd-server starts a system-wide etcd under systemd; the lab runs its own.

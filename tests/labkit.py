@@ -37,13 +37,20 @@ def new_lab_name() -> str:
     return "t" + uuid.uuid4().hex[:7]
 
 
-def lab_doc(name: str, workloads: bool = False, dns: bool = False, **edits) -> dict:
+def lab_doc(name: str, workloads: bool = False, dns: bool = False, hello: bool = True, **edits) -> dict:
+    """The default lab renamed; without its workloads unless asked. `hello`: the workloads'
+    nginx containers run netlab/hello instead, whose answer names the pod (which pod
+    answered is what most tests check)."""
     doc = yaml.safe_load(labfile.default_lab_text())
     doc["name"] = name
     if not workloads:
         doc["workloads"] = []
     if not dns:  # no coredns pod where DNS is not under test: keeps `up` and CI fast
         doc["dns"] = {**doc.get("dns", {}), "replicas": 0}
+    for w in doc["workloads"] if hello else []:
+        for c in ((w.get("spec") or {}).get("template") or {}).get("spec", {}).get("containers", []):
+            if c.get("image") in ("nginx", "sammyliu8/nginx"):
+                c["image"] = "netlab/hello"
     for k, v in edits.items():
         doc[k] = v
     return doc

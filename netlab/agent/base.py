@@ -15,7 +15,11 @@ import logging
 import threading
 import traceback
 
+from netlab.kernel import proc
 from netlab.store import Informer
+
+# Thread names as `ps -T` / `top -H` inside a node show them: the daemons a learner knows.
+THREAD_NAMES = {"flannel": "flanneld", "proxy": "kube-proxy", "scheduler": "kube-scheduler"}
 
 
 class Reconciler:
@@ -77,6 +81,7 @@ class Reconciler:
         self._watch_broken = False
 
     def _loop(self) -> None:
+        proc.set_thread_name(THREAD_NAMES.get(self.name, self.name))
         stop = self.agent.stopping
         set_up = False
         while not stop.is_set():

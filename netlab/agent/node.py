@@ -22,10 +22,30 @@ from netlab.agent.kubelet import KubeletRole
 from netlab.agent.lb import LoadBalancerRole
 from netlab.agent.nft_proxy import NftProxyRole
 from netlab.agent.proxy import ProxyRole
+from netlab.kernel import proc
 from netlab.labfile import Lab
 from netlab.store import Store
 
 HEARTBEAT = 2.0
+
+
+def host_pid() -> int:
+    """Our pid as the host sees it (its pid files name it): the node init tells us, since in
+    the node's PID namespace getpid() is the node's own numbering."""
+    try:
+        return int(os.environ["NETLAB_HOST_PID"])
+    except (KeyError, ValueError):
+        return os.getpid()
+
+
+def process_title(node: str, role: str, roles: list[str]) -> str:
+    """`ps -ef` inside a node: the daemon a learner looks for, and what else runs in it."""
+    # (Short: the title must fit where `python -m netlab.agent --lab L --node N` was.)
+    main = "kubelet" if role == "worker" else "kube-controller-manager"
+    names_ = {"flannel": "flanneld", "proxy": "kube-proxy", "controllers": "kube-scheduler"}
+    rest = [names_.get(r, r) for r in roles if r not in ("kubelet",)]
+    extra = f" +{' +'.join(rest)}" if rest else ""
+    return f"{main} {node}{extra}"
 log = logging.getLogger("netlab.agent")
 
 
@@ -74,7 +94,7 @@ class Agent:
             "kind": "Lease",
             "metadata": {"name": self.node.name, "namespace": "kube-node-lease"},
             "spec": {"holderIdentity": self.node.name, "leaseDurationSeconds": 40,
-                     "renewTime": time.time(), "agentPid": os.getpid()},
+                     "renewTime": time.time(), "agentPid": host_pid()},
         })
 
     # roles -----------------------------------------------------------------
@@ -116,6 +136,7 @@ class Agent:
         beat = threading.Thread(target=self._heartbeats, name="heartbeat", daemon=True)
         beat.start()
         self.roles = self.build_roles()
+        proc.set_process_title(process_title(self.node.name, self.node.role, [r.name for r in self.roles]))
         for r in self.roles:
             r.start()
         while beat.is_alive():  # (a timed join keeps SIGTERM's handler running promptly)
@@ -134,6 +155,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--lab", required=True)
     ap.add_argument("--node", required=True)
     args = ap.parse_args(argv)
+    proc.keep_host_proc()
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     lab = labfile.load_running(args.lab)

@@ -15,6 +15,7 @@ from typing import Any
 from netlab import names, store
 from netlab.api.meta import ENV_NAME, check_labels, check_name, is_port_name, pod_ready
 from netlab.errors import NetlabError, UsageError
+from netlab.plan import images
 from netlab.store import Store
 
 HELLO_IMAGE = "netlab/hello"  # the built-in HTTP app (netlab/native/hello.c)
@@ -48,16 +49,16 @@ def _container(c: Any, path: str) -> dict:
             raise UsageError(f"{path}.{k}: not supported by netlab (supported: {', '.join(CONTAINER_FIELDS)})")
     out: dict[str, Any] = {"name": check_name(c.get("name"), f"{path}.name")}
     image = c.get("image") or None
-    if image is not None and image != HELLO_IMAGE:
-        raise UsageError(f"{path}.image: '{image}' is not available in netlab: use {HELLO_IMAGE} "
-                         "(the built-in HTTP app) or leave image out and give command")
+    if image is not None and images.kind(image) is None:
+        raise UsageError(f"{path}.image: '{image}' is not available in netlab: use one of "
+                         f"{images.known()} (README: images) or leave image out and give command")
     if image:
         out["image"] = image
     for f in ("command", "args"):
         if c.get(f) is not None:
             out[f] = _str_list(c[f], f"{path}.{f}")
     if image is None and not out.get("command"):
-        raise UsageError(f"{path}.command: required when image is not {HELLO_IMAGE}")
+        raise UsageError(f"{path}.command: required when no image is given")
     if out.get("command") == [] or (out.get("command") and not out["command"][0]):
         raise UsageError(f"{path}.command: must name a program")
     if c.get("env") is not None:
@@ -202,9 +203,11 @@ def new_pod(name: str, namespace: str = "default", *, command: list[str] | None 
 def container_argv(c: dict, hello_bin: str = "netlab-hello") -> list[str]:
     """What a (validated) container runs. Kubernetes' rule: command replaces the image's
     entrypoint, args its arguments; netlab/hello is `netlab-hello --port <first TCP
-    containerPort, else 80>`."""
+    containerPort, else 80>`, nginx `nginx -g 'daemon off;'` (netlab.plan.images)."""
     port = next((p["containerPort"] for p in c.get("ports") or [] if p["protocol"] == "TCP"), 80)
-    entry, default_args = ([hello_bin], ["--port", str(port)]) if c.get("image") == HELLO_IMAGE else ([], [])
+    kind = images.kind(c.get("image"))
+    entry, default_args = ([hello_bin], ["--port", str(port)]) if kind == "hello" else \
+        ([], list(images.NGINX_ARGV)) if kind == images.NGINX else ([], [])
     if c.get("command"):
         argv = list(c["command"]) + list(c.get("args") or [])
     else:

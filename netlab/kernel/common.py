@@ -19,6 +19,7 @@ NOT_FOUND = (errno.ENOENT, errno.ENODEV, errno.ESRCH, errno.EADDRNOTAVAIL)
 libc = ctypes.CDLL(None, use_errno=True)
 CLONE_FS, CLONE_NEWNS, CLONE_NEWNET = 0x200, 0x20000, 0x40000000
 MS_BIND, MNT_DETACH = 4096, 2
+MS_REC, MS_SHARED = 0x4000, 1 << 20
 
 
 def fail(what: str, e: Exception) -> KernelError:

@@ -410,13 +410,16 @@ class Rtnl:
             return None
         return r[0]["index"] if r else None
 
-    def add_veth(self, ifname: str, peer: str, peer_netns_fd: int, mtu: int, master: int) -> None:
-        """`ip link add IFNAME mtu M master BR up type veth peer PEER netns FD mtu M`.
+    def add_veth(self, ifname: str, peer: str, peer_netns_fd: int, mtu: int, master: int,
+                 peer_mac: str | None = None) -> None:
+        """`ip link add IFNAME mtu M master BR up type veth peer PEER netns FD mtu M [address MAC]`.
 
         The peer cannot be brought up in the same message (veth: ENOTCONN): see link_up().
         """
         peer_info = {"attrs": [("IFLA_IFNAME", peer), ("IFLA_MTU", mtu),
                                ("IFLA_NET_NS_FD", peer_netns_fd)]}
+        if peer_mac:
+            peer_info["attrs"].append(("IFLA_ADDRESS", peer_mac))
         linkinfo = {"attrs": [("IFLA_INFO_KIND", "veth"),  # KIND first: it selects DATA's type
                               ("IFLA_INFO_DATA", {"attrs": [("VETH_INFO_PEER", peer_info)]})]}
         msg = self._link(up=True, IFLA_IFNAME=ifname, IFLA_MTU=mtu, IFLA_MASTER=master,

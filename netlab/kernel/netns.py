@@ -15,7 +15,7 @@ from pathlib import Path
 
 from netlab import names
 from netlab.errors import AlreadyExists, KernelError, NotFound
-from netlab.kernel.common import CLONE_NEWNET, MNT_DETACH, MS_BIND, fail, libc, libc_ok, run
+from netlab.kernel.common import CLONE_NEWNET, MNT_DETACH, MS_BIND, MS_REC, MS_SHARED, fail, libc, libc_ok, run
 
 # The agent runs in a mount namespace of its own (its /run/flannel): pins made there would
 # be invisible to `ip netns` and `netlab down`, so proc.spawn() hands it the starter's namespace.
@@ -82,6 +82,21 @@ def netns_create(name: str) -> bool:
     except Exception as e:  # noqa: BLE001 - pyroute2 raises OSError or its own errors
         raise fail(f"create network namespace {name}", e) from None
     return True
+
+
+def share_netns_dir() -> None:
+    """Make /run/netns a shared mount, as `ip netns add` does, so that pins made inside a
+    node's mount namespace (its kubelet's pod pins) show on the host and vice versa."""
+    d = str(names.NETNS_DIR)
+    names.NETNS_DIR.mkdir(parents=True, exist_ok=True)
+    with open("/proc/self/mountinfo") as f:  # noqa: PTH123
+        rows = [line.split() for line in f]
+    mine = [r for r in rows if r[4] == d]
+    if mine and any(o.startswith("shared:") for o in mine[-1][6:mine[-1].index("-")]):
+        return
+    if not mine:
+        libc_ok(libc.mount(d.encode(), d.encode(), None, MS_BIND | MS_REC, None), f"bind {d} on itself")
+    libc_ok(libc.mount(b"none", d.encode(), None, MS_SHARED | MS_REC, None), f"make {d} a shared mount")
 
 
 def netns_delete(name: str) -> bool:
@@ -183,9 +198,28 @@ def host_mount_ns_fd() -> int | None:
 
 
 def sysctl_set(netns: str | None, values: dict[str, str]) -> None:
-    """Set sysctls inside a namespace (net.* sysctls are per namespace)."""
-    args = [f"{k}={v}" for k, v in values.items()]
-    run([*ns_exec_prefix(netns), "sysctl", "-q", "-w", *args], what=f"sysctl in {netns}")
+    """Set sysctls inside a namespace (net.* sysctls are per namespace: /proc/sys/net shows
+    the opener's, so this thread enters `netns` and writes them there; no process spawned)."""
+    def write() -> None:
+        for k, v in values.items():
+            path = "/proc/sys/" + k.replace(".", "/")
+            try:
+                with open(path, "w") as f:  # noqa: PTH123
+                    f.write(v)
+            except OSError as e:
+                raise fail(f"sysctl {k}={v} in {netns}", e) from None
+
+    if netns is None:
+        raise KernelError("sysctl_set: refusing to change the root namespace's sysctls")
+    with in_netns(netns):
+        write()
+
+
+# IPv6 off before any link comes up in a new namespace, as docker has it in containers and
+# the seed shows (no inet6 line): link-local addresses on many bridge ports flood router
+# solicitations, MLD and DAD to every port (docs/performance.md). Links moved in later
+# inherit `default`.
+NO_IPV6 = {"net.ipv6.conf.default.disable_ipv6": "1", "net.ipv6.conf.all.disable_ipv6": "1"}
 
 
 def sysctl_get(netns: str | None, key: str) -> str:

@@ -4,7 +4,9 @@
 its own mount namespace when it needs binds; `spawn_fast` posix_spawns a pod's processes
 on the kubelet's hot path (vfork: no copy of a large Python process). Both mark the process
 with NETLAB_LAB=<lab> (`lab_mark`), which is how `down` finds everything. `PidWatcher`
-notices exits through pidfds instead of polling /proc.
+notices exits through pidfds instead of polling /proc. `start_node_init` starts a node's
+init (netlab/native/nodeinit.c), which supervises the node's daemons in the node's own PID
+namespace; `host_pid` maps a pid seen inside such a namespace to the host's.
 """
 
 from __future__ import annotations
@@ -176,6 +178,122 @@ def spawn_fast(argv: Sequence[str], *, lab: str, env: dict[str, str], log: Path 
                               setsid=True)
     except OSError as e:
         raise fail(f"start {argv[0]}", e) from None
+
+
+def start_node_init(argv: Sequence[str], *, lab: str, pidfile: Path, log: Path,
+                    env: dict | None = None, pass_fds: Sequence[int] = (),
+                    timeout: float = 20.0) -> int:
+    """Run netlab-nodeinit (argv) marked as the lab's; it returns once the node's PID 1 has
+    started the daemons. Returns PID 1's host pid (from `pidfile`, which the init writes)."""
+    pidfile.unlink(missing_ok=True)
+    with open(log, "ab") as out:  # noqa: PTH123
+        try:
+            p = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=out,
+                                 stderr=subprocess.STDOUT, env={**os.environ, **(env or {}), **lab_mark(lab)},
+                                 start_new_session=True, close_fds=True, pass_fds=tuple(pass_fds))
+        except FileNotFoundError:
+            raise KernelError(f"start {argv[0]}: not found (run scripts/setup.sh)") from None
+    try:
+        rc = p.wait(timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+        raise KernelError(f"{argv[0]} did not start the node within {timeout:.0f}s; see {log}") from None
+    pid = read_pid(pidfile)
+    if rc != 0 or pid is None:
+        raise KernelError(f"{argv[0]} failed (exit {rc}); see {log}")
+    return pid
+
+
+HOST_PROC_ENV = "NETLAB_HOST_PROC_FD"  # the host's /proc, handed down by the node init
+_host_proc: list = []
+
+
+def keep_host_proc() -> None:
+    """Take over the host /proc descriptor the node init handed down (and keep it from our
+    children); call early, before any process is spawned."""
+    if not _host_proc:
+        try:
+            fd = int(os.environ.get(HOST_PROC_ENV, ""))
+            os.set_inheritable(fd, False)
+        except (ValueError, OSError):
+            fd = None
+        _host_proc.append(fd)
+
+
+def host_pid_of_child(pid: int) -> int:
+    """The host's pid of our process `pid` (seen in our PID namespace): a pidfd's fdinfo,
+    read through the host's /proc, names it in the host's numbering. Outside a node: pid."""
+    keep_host_proc()
+    hp = _host_proc[0]
+    if hp is None:
+        return pid
+    try:
+        pfd = os.pidfd_open(pid)
+    except OSError:
+        return pid
+    try:
+        f = os.open(f"self/fdinfo/{pfd}", os.O_RDONLY | os.O_CLOEXEC, dir_fd=hp)
+        try:
+            text = os.read(f, 4096).decode()
+        finally:
+            os.close(f)
+    except OSError:
+        return pid
+    finally:
+        os.close(pfd)
+    for line in text.splitlines():
+        if line.startswith("Pid:"):
+            return int(line.split()[1])
+    return pid
+
+
+def pidns_inode(pid: int | None) -> int | None:
+    try:
+        return os.stat(f"/proc/{pid}/ns/pid").st_ino if pid else None
+    except OSError:
+        return None
+
+
+def host_pid(ns_pid: int | None, in_pidns_of: int | None) -> int | None:
+    """The host's pid of the process that is `ns_pid` in the PID namespace of process
+    `in_pidns_of` (a node's init: the kubelet records its pods' pids as the node sees them),
+    from the NSpid lines of /proc/*/status."""
+    ino = pidns_inode(in_pidns_of)
+    if not ns_pid or ino is None:
+        return None
+    want = str(ns_pid)
+    for pid in all_pids():
+        try:
+            with open(f"/proc/{pid}/status") as f:  # noqa: PTH123
+                nspid = next((l.split()[1:] for l in f if l.startswith("NSpid:")), [])
+        except OSError:
+            continue
+        if len(nspid) == 2 and nspid[1] == want and pidns_inode(pid) == ino:
+            return pid
+    return None
+
+
+def set_process_title(title: str) -> None:
+    """What `ps -ef` shows for this process (argv rewritten, as systemd's daemons appear)
+    and its name (comm, for `ps -e`, pgrep, top)."""
+    # SPT_NOENV: the title stays within the original argv area. Otherwise setproctitle moves
+    # environ to make room, and /proc/PID/environ (the lab's mark: how `down` and
+    # is_lab_process() recognise our processes) would be overwritten.
+    os.environ["SPT_NOENV"] = "1"
+    try:
+        import setproctitle
+    except ImportError:  # pragma: no cover - installed by setup.sh
+        return
+    setproctitle.setproctitle(title)
+    set_thread_name(title.split()[0])
+
+
+def set_thread_name(name: str) -> None:
+    """The calling thread's name (prctl PR_SET_NAME, 15 bytes): `ps -T`, `top -H` show it."""
+    from netlab.kernel.common import libc
+
+    libc.prctl(15, name.encode()[:15], 0, 0, 0)
 
 
 def reap_nowait() -> None:

@@ -110,34 +110,35 @@ def ready(lab: str, timeout: float = 2.0) -> bool:
         return False
 
 
-def ensure(lab: Lab, master_ns: str, report: Report, did: Callable[[str, str], None],
-           running_in_ns: Callable[[int | None, str], bool]) -> None:
-    """`up`'s step: credentials, then the process (left alone when it runs and answers)."""
+def prepare(lab: Lab, did: Callable[[str, str], None]) -> tuple[list[str], socket.socket]:
+    """Credentials, the loopback listening socket and the argv of the API server process,
+    which the node init of the etcd node starts (and restarts) with that socket inherited.
+    The caller closes the socket once the init holds it."""
     master = lab.etcd_node.ip
     keys, made = pki.ensure(pki_dir(lab.name), lab.name, ["127.0.0.1", master, reserved_ip(lab)])
     if made:
         did("apiserver", f"made {', '.join(made)} in {keys.dir}")
+    sock = open_socket(lab.name)
+    argv = [sys.executable, "-m", "netlab.api.http", "--lab", lab.name, "--listen-fd", str(sock.fileno())]
+    return argv, sock
+
+
+def ensure(lab: Lab, master_ns: str, report: Report, did: Callable[[str, str], None],
+           running_in_ns: Callable[[int | None, str], bool], started: bool) -> None:
+    """`up`'s step: wait until the API server (started by the node init) answers, then the
+    user's kubeconfig. `started`: its init was started by this `up`."""
     p = pid(lab.name)
-    if running_in_ns(p, master_ns) and ready(lab.name, 5.0):
-        report("apiserver", f"running (pid {p}) at {server_url(lab.name)}")
+    deadline = time.monotonic() + 30
+    while not ready(lab.name):
+        if time.monotonic() > deadline:
+            raise NetlabError(f"the API server did not become ready; see {names.log_file(lab.name, PID)}")
+        time.sleep(0.1)
+        p = pid(lab.name)
+    if started:
+        did("apiserver", f"started in {master_ns} at https://{lab.etcd_node.ip}:6443 and "
+                         f"{server_url(lab.name)} (pid {p})")
     else:
-        if kernel.pid_alive(p):
-            kernel.kill_pids([p])
-        sock = open_socket(lab.name)
-        try:
-            fd = sock.fileno()
-            p = kernel.spawn([sys.executable, "-m", "netlab.api.http", "--lab", lab.name, "--listen-fd", str(fd)],
-                             lab=lab.name, netns=master_ns, log=names.log_file(lab.name, PID),
-                             env={"PYTHONUNBUFFERED": "1"}, pass_fds=(fd,))
-        finally:
-            sock.close()
-        kernel.write_pid(names.pid_file(lab.name, PID), p)
-        deadline = time.monotonic() + 30
-        while not ready(lab.name):
-            if time.monotonic() > deadline or not kernel.pid_alive(p):
-                raise NetlabError(f"the API server did not become ready; see {names.log_file(lab.name, PID)}")
-            time.sleep(0.1)
-        did("apiserver", f"started in {master_ns} at https://{master}:6443 and {server_url(lab.name)} (pid {p})")
+        report("apiserver", f"running (pid {p}) at {server_url(lab.name)}")
     path = merge_user_kubeconfig(lab.name)
     if path is not None:
         report("kubeconfig", f"context {kubeconfig.context_name(lab.name)} in {path} (current)")

@@ -29,6 +29,8 @@ from netlab.lab.lock import lab_lock
 from netlab.lab.running import (
     agent_pid,
     etcd_pid,
+    init_pid,
+    native,
     lab_exists,
     load_running_lab,
     our_pid,
@@ -47,6 +49,11 @@ LEGACY_TOOLS = {
     "iptables-save": "iptables-legacy-save",
     "iptables-restore": "iptables-legacy-restore",
 }
+
+
+# Run as a script (-P: without its directory on sys.path), so that the netlab.cli package
+# (Typer and every verb, ~1 s to import) is not loaded for each `docker ps`.
+DOCKER_CLI = Path(__file__).resolve().parent.parent / "cli" / "docker.py"
 
 
 def _noop(step: str, outcome: str) -> None:
@@ -71,6 +78,7 @@ class Up:
         self.report = report
         self.result = UpResult(lab)
         self.agent_cmd = agent_cmd or [sys.executable, "-m", "netlab.agent"]
+        self.inits_started: set[str] = set()
 
     def _did(self, step: str, what: str) -> None:
         (self.result.repaired if self.result.was_up else self.result.created).append(f"{step}: {what}")
@@ -98,6 +106,7 @@ class Up:
                 self.lab = merged  # runtime node additions live in the running copy
                 self.result.lab = merged
             self.dirs()
+            netns.share_netns_dir()  # pod pins made inside the nodes must show here
             self.underlay()
             for node in self.lab.nodes:
                 self.node(node)
@@ -123,6 +132,14 @@ class Up:
             target = shutil.which(legacy) or f"/usr/sbin/{legacy}"
             if not link.is_symlink():
                 link.symlink_to(target)
+        # `docker ps` / `docker inspect` inside a node (netlab.cli.docker), as on the seed.
+        shim = names.bin_dir(self.name) / "docker"
+        text = (f"#!/bin/sh\n# netlab: this node's pod containers as dockerd would list them\n"
+                f"exec {sys.executable} -P {DOCKER_CLI} --lab {self.name} "
+                f"--node \"$(hostname)\" -- \"$@\"\n")
+        if not shim.exists() or shim.read_text() != text:
+            shim.write_text(text)
+            shim.chmod(0o755)
         for node in self.lab.nodes:
             names.node_flannel_dir(self.name, node.name).mkdir(parents=True, exist_ok=True)
         if not names.lab_copy(self.name).exists():
@@ -133,6 +150,7 @@ class Up:
         ns = names.underlay_ns(self.name)
         nn = self.lab.node_network
         if netns.netns_create(ns):
+            netns.sysctl_set(ns, netns.NO_IPV6)  # before br0 and its ports exist
             self._did("underlay", f"namespace {ns}")
         with netlink.Netlink(ns) as nl:
             nl.set_link("lo", state="up")
@@ -147,6 +165,14 @@ class Up:
         nn = self.lab.node_network
         created = netns.netns_create(ns)
         if created:
+            # Before ens3 moves in and flannel makes docker0 and flannel.1: none gets IPv6.
+            netns.sysctl_set(ns, {
+                **netns.NO_IPV6,
+                "net.ipv4.ip_forward": "1",
+                "net.bridge.bridge-nf-call-iptables": "1",
+                # conntrack must see bridged pod-to-pod traffic for hairpin service traffic
+                "net.ipv4.conf.all.rp_filter": "0",
+            })
             self._did(node.name, f"namespace {ns}")
         veth = names.underlay_veth(node.name)
         with netlink.Netlink(ns) as nl:
@@ -154,10 +180,10 @@ class Up:
         if uplink_missing:
             # The namespace was deleted under running processes: they keep the old one (and
             # its ens3) alive. Stop them and drop the stale underlay end before rewiring.
-            stale = [agent_pid(self.name, node.name)]
+            stale = [init_pid(self.name, node.name), agent_pid(self.name, node.name)]
             if node.name == self.lab.etcd_node.name:
-                stale.append(etcd_pid(self.name))
-            proc.kill_pids([p for p in stale if p and not pid_in_ns(p, ns)])
+                stale += [etcd_pid(self.name), apiserver.pid(self.name)]
+            proc.kill_pids([p for p in stale if our_pid(self.name, p) and not pid_in_ns(p, ns)])
             with netlink.Netlink(under) as nl:
                 nl.delete_link(veth)
         with netlink.Netlink(under) as nl:
@@ -171,52 +197,82 @@ class Up:
             nl.ensure_addr(names.NODE_UPLINK, node.ip, self.lab.prefixlen)
             # Without a default route, connect() to a ClusterIP fails before OUTPUT NAT runs.
             nl.ensure_route("0.0.0.0/0", gateway=nn.gateway)
-        if created:
-            netns.sysctl_set(ns, {
-                "net.ipv4.ip_forward": "1",
-                "net.bridge.bridge-nf-call-iptables": "1",
-                # conntrack must see bridged pod-to-pod traffic for hairpin service traffic
-                "net.ipv4.conf.all.rp_filter": "0",
-            })
         self.report(node.name, f"{ns}: {names.NODE_UPLINK} {node.ip}/{self.lab.prefixlen}")
 
     def etcd(self) -> None:
+        """The etcd node's init: etcd, the API server and the node's agent under it."""
         node = self.lab.etcd_node
         ns = names.node_ns(self.name, node.name)
-        pid = etcd_pid(self.name)
         st = Store.for_lab(self.name, timeout=2.0)
         try:
-            if pid_in_ns(pid, ns) and st.wait_healthy(5):
-                self.report("etcd", f"running (pid {pid})")
+            if pid_in_ns(init_pid(self.name, node.name), ns) and st.wait_healthy(5):
+                self.report("etcd", f"running (pid {etcd_pid(self.name)})")
                 return
-            if proc.pid_alive(pid):
-                proc.kill_pids([pid])
-            sock = names.etcd_socket(self.name)
-            if sock.exists():
-                sock.unlink()
-            data = names.etcd_data_dir(self.name)
-            data.parent.mkdir(parents=True, exist_ok=True)
-            cp, pp = self.lab.etcd.client_port, self.lab.etcd.peer_port
-            argv = [
-                shutil.which("etcd") or "etcd",
-                "--name", node.name,
-                "--data-dir", str(data),
-                "--listen-client-urls", f"http://{node.ip}:{cp},http://127.0.0.1:{cp},unix://etcd.sock:{cp}",
-                "--advertise-client-urls", f"http://{node.ip}:{cp}",
-                "--listen-peer-urls", f"http://127.0.0.1:{pp}",
-                "--initial-advertise-peer-urls", f"http://127.0.0.1:{pp}",
-                "--initial-cluster", f"{node.name}=http://127.0.0.1:{pp}",
-                "--log-level", "warn",
-            ]
-            # etcd resolves the unix:// listen address relative to its working directory.
-            pid = proc.spawn(argv, lab=self.name, netns=ns, cwd=names.run_dir(self.name),
-                               log=names.log_file(self.name, "etcd"))
-            proc.write_pid(names.pid_file(self.name, "etcd"), pid)
+            self._start_init(node)
             if not st.wait_healthy(20):
                 raise NetlabError(f"etcd did not become healthy; see {names.log_file(self.name, 'etcd')}")
-            self._did("etcd", f"started in {ns} at {self.lab.etcd_endpoint} (pid {pid})")
+            self._did("etcd", f"started in {ns} at {self.lab.etcd_endpoint} (pid {etcd_pid(self.name)})")
         finally:
             st.close()
+
+    def etcd_argv(self) -> list[str]:
+        node = self.lab.etcd_node
+        data = names.etcd_data_dir(self.name)
+        data.parent.mkdir(parents=True, exist_ok=True)
+        cp, pp = self.lab.etcd.client_port, self.lab.etcd.peer_port
+        # etcd resolves the unix:// listen address relative to its working directory. A
+        # killed etcd leaves its socket file, on which the next one's bind() fails: the shell
+        # removes it, then becomes etcd (so ps shows etcd, and the init supervises it).
+        return [
+            "/bin/sh", "-c", 'rm -f "$0"; exec "$@"', str(names.etcd_socket(self.name)),
+            shutil.which("etcd") or "/usr/bin/etcd",
+            "--name", node.name,
+            "--data-dir", str(data),
+            "--listen-client-urls", f"http://{node.ip}:{cp},http://127.0.0.1:{cp},unix://etcd.sock:{cp}",
+            "--advertise-client-urls", f"http://{node.ip}:{cp}",
+            "--listen-peer-urls", f"http://127.0.0.1:{pp}",
+            "--initial-advertise-peer-urls", f"http://127.0.0.1:{pp}",
+            "--initial-cluster", f"{node.name}=http://127.0.0.1:{pp}",
+            "--log-level", "warn",
+        ]
+
+    def _start_init(self, node: Node) -> int:
+        """Start the node's init (netlab/native/nodeinit.c): PID 1 of the node's own PID,
+        mount and UTS namespaces (host name = node name), supervising the node's daemons."""
+        ns = names.node_ns(self.name, node.name)
+        old = init_pid(self.name, node.name)
+        if our_pid(self.name, old):  # alive in a namespace that was deleted: replace it
+            proc.kill_pids([old])
+        name = self.name
+        pids = names.run_dir(name) / "pids"
+        daemons: list[tuple[str, str, str, str, list[str]]] = []  # name, pid file, log, cwd, argv
+        fds: tuple[int, ...] = ()
+        sock = None
+        if node.name == self.lab.etcd_node.name:
+            sockp = names.etcd_socket(name)
+            if sockp.exists():
+                sockp.unlink()
+            api_argv, sock = apiserver.prepare(self.lab, self._did)
+            fds = (sock.fileno(),)
+            daemons += [("etcd", "etcd", "etcd", str(names.run_dir(name)), self.etcd_argv()),
+                        ("kube-apiserver", apiserver.PID, apiserver.PID, "-", api_argv)]
+        agent = "kubelet" if node.role == "worker" else "kube-controller-manager"
+        daemons.append((agent, f"agent-{node.name}", f"agent-{node.name}", "-",
+                        [*self.agent_cmd, "--lab", name, "--node", node.name]))
+        argv = [native("netlab-nodeinit"), node.name, str(netns.netns_path(ns)),
+                str(names.pid_file(name, f"node-{node.name}")),
+                "--bind", str(names.node_flannel_dir(name, node.name)), str(names.FLANNEL_RUN)]
+        for dname, pidf, log, cwd, dargv in daemons:
+            argv += [f"@{dname}", str(pids / f"{pidf}.pid"), str(names.log_file(name, log)), cwd, *dargv]
+        try:
+            pid = proc.start_node_init(argv, lab=name, pidfile=names.pid_file(name, f"node-{node.name}"),
+                                       log=names.log_file(name, f"node-{node.name}"), pass_fds=fds,
+                                       env={"PYTHONUNBUFFERED": "1", names.ENV_NODE: node.name})
+        finally:
+            if sock is not None:
+                sock.close()
+        self.inits_started.add(node.name)
+        return pid
 
     def flannel_config(self) -> None:
         st = Store.for_lab(self.name)
@@ -236,23 +292,16 @@ class Up:
 
     def apiserver(self) -> None:
         apiserver.ensure(self.lab, names.node_ns(self.name, self.lab.etcd_node.name), self.report,
-                         self._did, pid_in_ns)
+                         self._did, pid_in_ns, started=self.lab.etcd_node.name in self.inits_started)
 
     def agent(self, node: Node) -> None:
+        """The node's init and, under it, its agent (the etcd node's was started with etcd)."""
         ns = names.node_ns(self.name, node.name)
-        pid = agent_pid(self.name, node.name)
-        if pid_in_ns(pid, ns):
+        if pid_in_ns(init_pid(self.name, node.name), ns):
             return
-        if proc.pid_alive(pid):  # alive in a namespace that was deleted: replace it
-            proc.kill_pids([pid])
-        pid = proc.spawn(
-            [*self.agent_cmd, "--lab", self.name, "--node", node.name],
-            lab=self.name, netns=ns, log=names.log_file(self.name, f"agent-{node.name}"),
-            bind={names.node_flannel_dir(self.name, node.name): names.FLANNEL_RUN},
-            env={"PYTHONUNBUFFERED": "1", names.ENV_NODE: node.name},  # inherited by its pods
-        )
-        proc.write_pid(names.pid_file(self.name, f"agent-{node.name}"), pid)
-        self._did(node.name, f"agent started (pid {pid})")
+        pid = self._start_init(node)
+        self._did(node.name, f"agent started (pid {agent_pid(self.name, node.name)}) "
+                             f"under its node init (pid {pid})")
 
     def wait_agents(self, timeout: float = 30.0) -> None:
         st = Store.for_lab(self.name)
@@ -355,12 +404,14 @@ class DownResult:
 def down(lab: str, purge: bool = False, report: Report = _noop) -> DownResult:
     res = DownResult(lab, was_up=lab_exists(lab))
     with lab_lock(lab):
-        # Agents first (so they do not recreate what we remove), then everything else.
-        agents = [p for p in (proc.read_pid(f) for f in
-                              (names.run_dir(lab) / "pids").glob("agent-*.pid")) if p] \
-            if (names.run_dir(lab) / "pids").exists() else []
-        agents = [p for p in agents if our_pid(lab, p)]
-        res.processes += proc.kill_pids(agents)
+        # Node inits first (they would restart their daemons; when one exits the kernel
+        # kills everything left in its node's PID namespace), then the agents (so they do not
+        # recreate what we remove), then everything else, found by its mark.
+        piddir = names.run_dir(lab) / "pids"
+        for pattern in ("node-*.pid", "agent-*.pid"):
+            found = [p for p in (proc.read_pid(f) for f in piddir.glob(pattern)) if p] \
+                if piddir.exists() else []
+            res.processes += proc.kill_pids([p for p in found if our_pid(lab, p)])
         for _ in range(3):  # processes can fork while we kill: repeat until none is left
             pids = proc.lab_pids(lab)
             if not pids:

@@ -25,7 +25,7 @@ from netlab.errors import NetlabError, UsageError
 from netlab.kernel import netlink, netns, proc
 from netlab.lab import lifecycle
 from netlab.lab.lock import lab_lock
-from netlab.lab.running import agent_pid, load_running_lab, our_pid, write_lab_copy
+from netlab.lab.running import agent_pid, init_pid, load_running_lab, our_pid, write_lab_copy
 from netlab.labfile import Lab
 from netlab.plan import flannel_leases as fl
 from netlab.plan import podrecord
@@ -155,11 +155,13 @@ def delete(lab_name: str, name: str, report: Report = _noop, timeout: float = 20
         lab = load_running_lab(lab_name)
         node = validate_delete(lab, name)
         ns = names.node_ns(lab_name, name)
-        # 1. The agent first, or it would take its lease again.
+        # 1. The node's init and with it the agent first, or it would take its lease again
+        # (the init stops its daemons; the kernel kills the rest of its PID namespace).
+        init = our_pid(lab_name, init_pid(lab_name, name))
         pid = our_pid(lab_name, agent_pid(lab_name, name))
-        if pid:
-            proc.kill_pids([pid])
-            report(name, f"agent stopped (pid {pid})")
+        if init or pid:
+            proc.kill_pids([p for p in (init, pid) if p])
+            report(name, f"agent stopped (pid {pid})" if pid else f"node init stopped (pid {init})")
         st = Store.for_lab(lab_name)
         try:
             # 2. Revoke its flannel lease(s): etcd deletes the key, every node's watch fires.
@@ -202,6 +204,7 @@ def delete(lab_name: str, name: str, report: Report = _noop, timeout: float = 20
         report(name, f"namespace {ns} removed")
         write_lab_copy(_without(lab, name))
         names.pid_file(lab_name, f"agent-{name}").unlink(missing_ok=True)
+        names.pid_file(lab_name, f"node-{name}").unlink(missing_ok=True)
         shutil.rmtree(names.node_dir(lab_name, name), ignore_errors=True)
         # 5. Every other flannel node drops the routes, neighbours and FDB entries.
         t0 = time.monotonic()
@@ -258,16 +261,21 @@ def stop(lab_name: str, node_name: str) -> StopResult:
     res = StopResult(node.name, None, grace=lab.node_monitor_grace_period)
     with lab_lock(lab.name):
         # Only our own agent: the pid file could name a recycled pid.
+        # The node's init with SIGKILL: the kernel then kills everything in the node's PID
+        # namespace (agent and pods) at once, as a power cut would.
+        init = our_pid(lab.name, init_pid(lab.name, node.name))
         pid = our_pid(lab.name, agent_pid(lab.name, node.name))
-        if pid:
-            proc.kill_pids([pid], timeout=0, sig=9)
-            res.agent_pid = pid
         st = Store.for_lab(lab.name, timeout=3.0)
         try:
             pids = pod_pids(lab, node.name, st if st.healthy() else None)
         finally:
             st.close()
-        res.pod_pids = proc.kill_pids([p for p in pids if p != pid], timeout=0, sig=9)
+        if init:
+            proc.kill_pids([init], timeout=0, sig=9)
+        if pid:
+            proc.kill_pids([pid], timeout=0, sig=9)
+            res.agent_pid = pid
+        res.pod_pids = proc.kill_pids([p for p in pids if p not in (pid, init)], timeout=0, sig=9)
     return res
 
 

@@ -7,6 +7,10 @@ netlab.kernel.proc.is_lab_process), and to open lab + store for a command (`open
 
 from __future__ import annotations
 
+import shutil
+import sys
+from pathlib import Path
+
 from netlab import labfile, names
 from netlab.kernel import netns, proc
 from netlab.labfile import Lab
@@ -39,6 +43,17 @@ def open_lab(lab: str, timeout: float | None = 5.0) -> tuple[Lab, Store]:
 def agent_pid(lab: str, node: str) -> int | None:
     """The pid in the node's agent pid file (check it with our_pid before signalling it)."""
     return proc.read_pid(names.pid_file(lab, f"agent-{node}"))
+
+
+def init_pid(lab: str, node: str) -> int | None:
+    """The host pid of the node's init (PID 1 of the node's PID namespace)."""
+    return proc.read_pid(names.pid_file(lab, f"node-{node}"))
+
+
+def native(name: str) -> str:
+    """The lab's small static programs live next to the Python that runs us (setup.sh)."""
+    p = Path(sys.executable).parent / name
+    return str(p) if p.exists() else (shutil.which(name) or str(p))
 
 
 def etcd_pid(lab: str) -> int | None:

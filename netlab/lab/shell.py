@@ -1,8 +1,10 @@
 """`netlab exec`: the argv that runs a command inside a node, a pod or the outside host.
 
-Nodes are entered with `ip netns exec` (own mount namespace, /sys of the node) plus a bind
-of the node's own /run/flannel, so that `cat /run/flannel/subnet.env` and `brctl show`
-answer for that node as they would on the seed's machines.
+Nodes are entered through their init (nsenter: net, UTS, mount and PID namespaces), whose
+mount namespace has the node's own /proc, /sys and /run/flannel, so that `hostname`,
+`ps -ef`, `cat /run/flannel/subnet.env` and `brctl show` answer for that node as they would
+on the seed's machines. Without a running init (a lab being repaired), `ip netns exec` plus
+a bind of the node's /run/flannel.
 """
 
 from __future__ import annotations
@@ -12,13 +14,19 @@ import os
 from netlab import names
 from netlab.errors import NotFound, UsageError
 from netlab.kernel import iptables, netns
-from netlab.lab import pods
+from netlab.lab import pods, running
 
 
 def node_argv(lab: str, node: str, cmd: list[str]) -> list[str]:
     ns = names.node_ns(lab, node)
     if not netns.netns_exists(ns):
         raise NotFound(f"node '{node}' of lab '{lab}' has no namespace {ns} (is the lab up?)")
+    init = running.init_pid(lab, node)
+    if running.pid_in_ns(init, ns) and running.our_pid(lab, init):
+        # The node as its init holds it: its network, host name, mount namespace (its own
+        # /proc, /sys and /run/flannel) and PID namespace, so hostname and ps -ef answer
+        # for this node only.
+        return ["nsenter", f"--target={init}", "--net", "--uts", "--mount", "--pid", "--", *cmd]
     fl = names.node_flannel_dir(lab, node)
     return ["ip", "netns", "exec", ns, "sh", "-c",
             f'mount --bind "{fl}" "{names.FLANNEL_RUN}" 2>/dev/null; exec "$@"', "sh", *cmd]

@@ -2,8 +2,10 @@
  * netlab-pause: a pod's sandbox, the part Kubernetes' pause container plays.
  *
  *   netlab-pause HOSTNAME
- *       Creates the pod's network, UTS and IPC namespaces (unshare), sets the host name to
- *       the pod's name, brings lo up, writes one line to stdout once all that is done (the
+ *       Creates the pod's network, UTS and IPC namespaces (unshare), turns IPv6 off in the
+ *       new netns (as docker does: no link-local address, no router solicitations, MLD or
+ *       DAD flooding every docker0 port; eth0, moved in later, inherits the default), sets
+ *       the host name to the pod's name, brings lo up, writes one line to stdout once all that is done (the
  *       kubelet waits for it), then sleeps until SIGTERM/SIGINT. It holds the namespaces:
  *       when it exits and the netns pin is gone, the pod's network is gone.
  *
@@ -11,7 +13,8 @@
  *       Starts a container of the pod: joins the net, UTS and IPC namespaces of PID (the
  *       pause), takes a mount namespace of its own in which HOSTS_FILE is bind-mounted over
  *       /etc/hosts (and $NETLAB_SA_DIR, if set, over /var/run/secrets/kubernetes.io/
- *       serviceaccount; $NETLAB_RESOLV, if set, over /etc/resolv.conf), and execs CMD. One small exec instead of nsenter + unshare + mount + sh.
+ *       serviceaccount; $NETLAB_RESOLV, if set, over /etc/resolv.conf; each SRC:DST of
+ *       $NETLAB_BINDS: an image's own files), and execs CMD. One small exec instead of nsenter + unshare + mount + sh.
  *
  * Static and tiny on purpose: one runs per pod (the issue asks for <= 1 MiB RSS each).
  */
@@ -54,6 +57,19 @@ static void lo_up(void) {
     close(s);
 }
 
+/* /proc/sys/net is the opener's network namespace: written after unshare, the pod's own. */
+static void sysctl_write(const char *path, const char *value) {
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT)
+            return; /* a kernel without IPv6 */
+        die(path);
+    }
+    if (write(fd, value, strlen(value)) < 0)
+        die(path);
+    close(fd);
+}
+
 static void __attribute__((noreturn)) sandbox(const char *hostname) {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -66,6 +82,8 @@ static void __attribute__((noreturn)) sandbox(const char *hostname) {
 
     if (unshare(CLONE_NEWNET | CLONE_NEWUTS | CLONE_NEWIPC) < 0)
         die("unshare net/uts/ipc");
+    sysctl_write("/proc/sys/net/ipv6/conf/default/disable_ipv6", "1");
+    sysctl_write("/proc/sys/net/ipv6/conf/all/disable_ipv6", "1");
     if (sethostname(hostname, strlen(hostname)) < 0)
         die("sethostname");
     lo_up();
@@ -136,6 +154,22 @@ static int enter(const char *pid, const char *hosts, char **argv) {
         if (mount(resolv, "/etc/resolv.conf", NULL, MS_BIND, NULL) < 0 && errno != ENOENT)
             die("bind the pod's resolv.conf over /etc/resolv.conf");
         unsetenv("NETLAB_RESOLV");
+    }
+    /* The image's own files (NETLAB_BINDS="SRC:DST;SRC:DST", from the kubelet): nginx's
+     * config, lib and log directories, private to this container. */
+    const char *binds = getenv("NETLAB_BINDS");
+    if (binds && *binds) {
+        char *list = strdup(binds), *save = NULL;
+        for (char *b = strtok_r(list, ";", &save); b; b = strtok_r(NULL, ";", &save)) {
+            char *dst = strchr(b, ':');
+            if (!dst)
+                continue;
+            *dst++ = 0;
+            if (mount(b, dst, NULL, MS_BIND, NULL) < 0)
+                die(dst);
+        }
+        free(list);
+        unsetenv("NETLAB_BINDS");
     }
     signal(SIGPIPE, SIG_DFL);
     signal(SIGHUP, SIG_DFL);

@@ -57,13 +57,40 @@ def load_record(pdir: Path) -> dict | None:
         return None
 
 
+# Pids. The kubelet runs in its node's PID namespace and works with the node's pids; the
+# host (netlab ps, node stop, tests) needs the host's. A record on disk says "pid" = the
+# host's and "nsPid" = the node's; in the kubelet's memory "pid" is the node's and "hostPid"
+# the host's. to_disk() and node_view() convert; records without nsPid are the same in both.
+def _procs(rec: dict) -> list[dict]:
+    return [p for p in [rec.get("pause"), *(rec.get("containers") or {}).values()] if isinstance(p, dict)]
+
+
+def to_disk(rec: dict) -> dict:
+    out = json.loads(json.dumps(rec))
+    for p in _procs(out):
+        if "hostPid" in p:
+            host = p.pop("hostPid")
+            p["nsPid"], p["pid"] = p.get("pid"), host if p.get("pid") else None
+    return out
+
+
+def node_view(rec: dict) -> dict:
+    for p in _procs(rec):
+        if "nsPid" in p:
+            ns = p.pop("nsPid")
+            p["hostPid"], p["pid"] = p.get("pid"), ns
+    return rec
+
+
 def save_record(pdir: Path, rec: dict) -> None:
     tmp = pdir / f".{RECORD}.tmp"
-    tmp.write_text(json.dumps(rec, separators=(",", ":")))
+    tmp.write_text(json.dumps(to_disk(rec), separators=(",", ":")))
     os.replace(tmp, pdir / RECORD)
 
 
-def records(lab: str, node: str | None = None) -> list[tuple[Path, dict]]:
+def records(lab: str, node: str | None = None, in_node: bool = False) -> list[tuple[Path, dict]]:
+    """The pod records (of one node), with host pids, or the node's own (`in_node`: the
+    kubelet and its server, inside the node's PID namespace)."""
     out = []
     try:
         dirs = sorted(pods_root(lab).iterdir())
@@ -72,5 +99,5 @@ def records(lab: str, node: str | None = None) -> list[tuple[Path, dict]]:
     for d in dirs:
         rec = load_record(d)
         if rec is not None and (node is None or rec.get("node") == node):
-            out.append((d, rec))
+            out.append((d, node_view(rec) if in_node else rec))
     return out

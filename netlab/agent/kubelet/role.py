@@ -28,7 +28,7 @@ from netlab.api import pods as api_pods
 from netlab.api.http import auth
 from netlab.errors import NetlabError
 from netlab.kernel import iptables, netlink, netns, proc
-from netlab.plan import dns, etcd_guard, flannel_leases, podrecord
+from netlab.plan import dns, etcd_guard, flannel_leases, images, podrecord
 from netlab.plan.ipam import HostLocal
 
 BRIDGE = "docker0"
@@ -107,10 +107,10 @@ class KubeletRole(Reconciler):
     def setup(self) -> None:
         if self.wire is None:  # once: after it, this thread sees the host's /run/flannel
             self._read_flannel()
+            # Under the node init the node's mount namespace shares /run/netns with the
+            # host: pins made here show there. (An agent started some other way may hand
+            # over the host's mount namespace instead.)
             mnt = netns.host_mount_ns_fd()
-            if mnt is None:
-                self.log.warning("no host mount namespace handed over (%s): pod pins will be "
-                                 "visible inside this agent only", netns.HOST_MNTNS_ENV)
             self.wire = netlink.PodWiring(mnt)  # this (the reconcile) thread now wires pods
         podrecord.pods_root(self.lab).mkdir(parents=True, exist_ok=True)
         if self.server is None:  # logs and exec for the API server (port 10250)
@@ -172,7 +172,7 @@ class KubeletRole(Reconciler):
         """Take over the pods a previous agent started (level-triggered: no duplicates)."""
         self._reclaim_interrupted()
         broken = []
-        for d, rec in podrecord.records(self.lab, self.node):
+        for d, rec in podrecord.records(self.lab, self.node, in_node=True):
             uid = rec["uid"]
             if rec.get("terminated"):
                 self.pods[uid] = (d, rec)
@@ -195,7 +195,7 @@ class KubeletRole(Reconciler):
     def _reclaim_interrupted(self) -> None:
         """Pods whose creation a dying agent left half done hold an address but have no
         record: stop their pause (and anything in its netns), unpin, free the address."""
-        recorded = {r["uid"] for _, r in podrecord.records(self.lab, self.node)}
+        recorded = {r["uid"] for _, r in podrecord.records(self.lab, self.node, in_node=True)}
         orphans = {}
         for ip, owner in self.ipam.allocations().items():
             if owner in recorded:
@@ -354,7 +354,8 @@ class KubeletRole(Reconciler):
                 self._took("pause", t)
                 # The record is written once the pod runs; until then its IPAM allocation
                 # (owner = uid) is what a restarted agent finds of it (see _adopt).
-                rec["pause"] = {"pid": pid, "started": time.time(), "starttime": None}
+                rec["pause"] = {"pid": pid, "hostPid": proc.host_pid_of_child(pid),
+                                "started": time.time(), "starttime": None}
                 started.append((it, d, rec, r))
             except Exception as e:  # noqa: BLE001 - one pod's failure must not stop the others
                 self._create_failed(uid, d, rec, e)
@@ -405,7 +406,8 @@ class KubeletRole(Reconciler):
         nfd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         try:
             rec["netnsInode"] = os.fstat(nfd).st_ino
-            w.node.add_veth(rec["veth"], "eth0", nfd, self.mtu, bridge)
+            w.node.add_veth(rec["veth"], "eth0", nfd, self.mtu, bridge,
+                            peer_mac=names.container_mac(rec["podIP"]))
             t = self._took("wire:veth", t)
             w.node.set_hairpin(w.node.link_index(rec["veth"]))
             t = self._took("wire:hairpin", t)
@@ -461,15 +463,30 @@ class KubeletRole(Reconciler):
         if (d / "resolv.conf").exists():
             env["NETLAB_RESOLV"] = str(d / "resolv.conf")
         env.update({e["name"]: e["value"] for e in c.get("env") or []})
+        if images.kind(c.get("image")) == images.NGINX and not c.get("command"):
+            env["NETLAB_BINDS"] = self._nginx_files(d, name, c)
         log = podrecord.container_log(d, name, restart)
         pid = proc.spawn_fast([self.pause_bin, "--enter", str(rec["pause"]["pid"]), str(d / "hosts"),
                                  *argv], lab=self.lab, env=env, log=log)
         prev = rec["containers"].get(name) or {}
         rec["containers"][name] = {
-            "pid": pid, "starttime": proc.proc_starttime(pid), "started": time.time(),
+            "pid": pid, "hostPid": proc.host_pid_of_child(pid), "starttime": proc.proc_starttime(pid), "started": time.time(),
             "restartCount": restart, "argv": argv, "image": c.get("image"),
             "ports": [p["containerPort"] for p in c.get("ports") or [] if p["protocol"] == "TCP"],
             "ready": False, "backoff": prev.get("backoff", 0), "last": prev.get("last")}
+
+    @staticmethod
+    def _nginx_files(d: Path, name: str, c: dict) -> str:
+        """The container's own nginx config, pid and temp paths (netlab.plan.images), and
+        the binds pause --enter makes for them in the container's mount namespace."""
+        port = next((p["containerPort"] for p in c.get("ports") or [] if p["protocol"] == "TCP"), 80)
+        run = d / f"nginx-{name}"
+        for sub in ("lib", "log"):
+            (run / sub).mkdir(parents=True, exist_ok=True)
+        (run / "nginx.conf").write_text(images.nginx_conf(port, "/var/lib/nginx"))
+        return ";".join(f"{src}:{dst}" for src, dst in ((run / "nginx.conf", "/etc/nginx/nginx.conf"),
+                                                        (run / "lib", "/var/lib/nginx"),
+                                                        (run / "log", "/var/log/nginx")))
 
     # ------------------------------------------------------------------ running pods
     def _tend(self, uid: str, d: Path, rec: dict, pod: dict) -> float | None:

@@ -87,7 +87,7 @@ class KubeletServer:
 
     def _record(self, ns: str, pod: str) -> tuple:
         """This node's record of the pod (the live sandbox first while a name is reused)."""
-        found = [(d, r) for d, r in podrecord.records(self.lab, self.node)
+        found = [(d, r) for d, r in podrecord.records(self.lab, self.node, in_node=True)
                  if r["namespace"] == ns and r["name"] == pod]
         if not found:
             raise NotFound(f"pod {pod} (namespace {ns}) is not found on {self.node}")

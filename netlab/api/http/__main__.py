@@ -8,6 +8,7 @@ the root namespace, for kubectl on the host).
 from __future__ import annotations
 
 import argparse
+import os
 import asyncio
 import logging
 import signal
@@ -33,6 +34,14 @@ def main(argv: list[str] | None = None) -> None:
                     help="an inherited listening socket to serve on as well")
     ap.add_argument("--port", type=int, default=PORT)
     a = ap.parse_args(argv)
+    try:  # `ps -ef` inside the node shows the daemon a learner looks for; SPT_NOENV keeps
+        # the environment (the lab's mark, netlab.kernel.proc.lab_mark) where it is
+        os.environ["SPT_NOENV"] = "1"
+        import setproctitle
+
+        setproctitle.setproctitle(f"kube-apiserver --secure-port={a.port} --lab={a.lab}")
+    except ImportError:  # pragma: no cover
+        pass
     logging.basicConfig(level=logging.INFO, format="%(asctime)s apiserver %(levelname)s %(message)s")
     lab = labfile.parse_lab(names.lab_copy(a.lab).read_text(), str(names.lab_copy(a.lab)))
     master = lab.etcd_node.ip

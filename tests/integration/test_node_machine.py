@@ -123,6 +123,7 @@ def test_killed_node_daemons_come_back_and_the_data_plane_keeps_answering(lab):
     import time
 
     from netlab.kernel import proc
+    from netlab.store import StoreError
     from tests.labkit import PY, wait_for
 
     def fresh():
@@ -155,7 +156,11 @@ def test_killed_node_daemons_come_back_and_the_data_plane_keeps_answering(lab):
         st = lab.store()
         try:
             def reported():
-                got = {i.key.rsplit("/", 1)[1]: i.value["spec"]["agentPid"] for i in st.list("/registry/leases/kube-node-lease/")}
+                try:  # etcd's new process may not serve yet when its pid is already there
+                    items = st.list("/registry/leases/kube-node-lease/")
+                except StoreError:
+                    return False
+                got = {i.key.rsplit("/", 1)[1]: i.value["spec"]["agentPid"] for i in items}
                 return all(got.get(n) == proc.read_pid(pids / f"agent-{n}.pid")
                            for n in ("kub-node-0", "kub-node-1", "kub-node-2"))
             wait_for(reported, 20, interval=0.1, what="the new agents' heartbeats")
